@@ -1,0 +1,1 @@
+"""Parkour policy runtime: checkpoints, the training observation, and the inference client."""
