@@ -1,0 +1,368 @@
+"""HalClient: latest-only telemetry, commands with acks, handshake, and recovery from a server restart.
+
+A background thread owns the SUB socket and drains it continuously, keeping only the newest sample
+per topic, so a slow reader always gets the newest data and its true age. Commands go out on a
+DEALER socket owned by the thread that calls ``send_command`` (use one thread for commands).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+import zmq
+
+from . import clock
+from .protocol import (
+    PROTOCOL_VERSION, TELEMETRY_KINDS, Ack, Kind, ProtocolError, Reason, StateLayout, Topic, decode, encode,
+    unpack_depth, unpack_height_scan, unpack_navigation, unpack_state,
+)
+from .robot_profile import RobotProfile, profile_from_dict
+from .types import DepthFrame, HeightScan, NavigationCommand, RobotState
+
+log = logging.getLogger("krabby.hal.client")
+
+
+class HandshakeError(ConnectionError):
+    """The server did not answer the handshake, or refused it (e.g. another protocol version)."""
+
+
+@dataclass
+class HalClientConfig:
+    observation_endpoint: str = "inproc://hal_observation"
+    command_endpoint: str = "inproc://hal_commands"
+    handshake_timeout_s: float = 2.0
+    ack_timeout_s: float = 0.1
+    client_name: str = "krabby-client"
+    rcvhwm: int = 32
+    security: Any = None  # krabby.hal.security.CurveClientKeys for an authenticated tcp server
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One telemetry message as received: decoded value, capture stamp and receive time."""
+
+    kind: Kind
+    seq: int
+    session_id: int
+    stamp_ns: int
+    received_ns: int
+    value: Any  # RobotState, DepthFrame, HeightScan, NavigationCommand or dict (status)
+
+    @property
+    def age_s(self) -> float:
+        """Seconds since capture, on the wire clock."""
+        return clock.age_s(self.stamp_ns)
+
+
+@dataclass(frozen=True)
+class Welcome:
+    session_id: int
+    profile: RobotProfile
+    state_layout: StateLayout
+    info: dict
+
+
+class HalClient:
+    """``connect()`` (handshake + subscribe), read with ``latest()``/``wait_new()``, ``send_command()``, ``close()``."""
+
+    def __init__(self, config: HalClientConfig | None = None, *, context: zmq.Context | None = None):
+        self.config = config or HalClientConfig()
+        self.context = context or zmq.Context.instance()
+        self.welcome: Welcome | None = None
+        self.stats: dict[str, int] = {"received": 0, "malformed": 0, "foreign_session": 0, "timeouts": 0, "rehandshakes": 0}
+        self._dealer: zmq.Socket | None = None
+        self._seq = 0
+        self._lock = threading.Condition()
+        self._latest: dict[Kind, Sample] = {}
+        self._taken_seq: dict[Kind, int] = {}
+        self._rx_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._session_changed = False
+        self.on_message: Callable[[str, Sample | Ack | list], None] | None = None  # recorder hook
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def connect(self) -> Welcome:
+        """Handshake, then start receiving telemetry. Raises HandshakeError on timeout or refusal."""
+        self._stop.clear()
+        welcome = self._handshake()
+        if self._rx_thread is None:
+            ready = threading.Event()
+            self._rx_thread = threading.Thread(target=self._receive, args=(ready,), name="krabby-hal-telemetry", daemon=True)
+            self._rx_thread.start()
+            ready.wait(2.0)
+        return welcome
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._rx_thread is not None:
+            self._rx_thread.join(timeout=2.0)
+            self._rx_thread = None
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+            self._dealer = None
+
+    def __enter__(self) -> "HalClient":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _new_dealer(self) -> zmq.Socket:
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+        s = self.context.socket(zmq.DEALER)
+        s.linger = 0
+        s.immediate = True  # never queue commands for a peer that is not connected
+        s.sndhwm = 16
+        if self.config.security is not None and self.config.command_endpoint.startswith("tcp://"):
+            self.config.security.apply_to_client_socket(s)
+        s.connect(self.config.command_endpoint)
+        self._dealer = s
+        return s
+
+    def _handshake(self) -> Welcome:
+        dealer = self._new_dealer()
+        self._seq += 1
+        hello = encode(Kind.HELLO, session_id=0, seq=self._seq, stamp_ns=clock.now_ns(),
+                       payload={"client_name": self.config.client_name, "protocol_version": PROTOCOL_VERSION})
+        deadline = time.monotonic() + self.config.handshake_timeout_s
+        sent = False
+        while time.monotonic() < deadline:
+            if not sent:  # with immediate=True a send before the connection exists would block: retry
+                try:
+                    dealer.send_multipart(hello, zmq.NOBLOCK)
+                    sent = True
+                except zmq.Again:
+                    time.sleep(0.01)
+                    continue
+            if not dealer.poll(50):
+                continue
+            try:
+                msg = decode(dealer.recv_multipart(), expect=(Kind.WELCOME, Kind.ACK))
+            except ProtocolError as e:
+                raise HandshakeError(f"server at {self.config.command_endpoint} answered with an invalid handshake: {e}") from None
+            if msg.header.kind == Kind.ACK:
+                ack = Ack.unpack(msg.header.seq, msg.payload)
+                raise HandshakeError(f"server at {self.config.command_endpoint} refused the handshake: {ack.reason.name}")
+            if msg.header.seq != self._seq:
+                continue  # a late answer to an earlier attempt
+            info = msg.payload
+            if info.get("protocol_version") != PROTOCOL_VERSION:
+                raise HandshakeError(f"server speaks protocol {info.get('protocol_version')}, this client {PROTOCOL_VERSION}")
+            profile = profile_from_dict(info["robot_profile"], origin="handshake")
+            layout = StateLayout(profile.num_joints, profile.num_feet)
+            with self._lock:
+                if self.welcome is not None and self.welcome.session_id != info["session_id"]:
+                    self._drop_buffers()
+                self.welcome = Welcome(info["session_id"], profile, layout, info)
+                self._session_changed = False
+            log.info("handshake with %s: session %08x, robot %s", self.config.command_endpoint, info["session_id"], profile.name)
+            return self.welcome
+        raise HandshakeError(
+            f"no HAL server answered at {self.config.command_endpoint} within {self.config.handshake_timeout_s:.1f} s "
+            "(is it running? same endpoint and keys?)"
+        )
+
+    def _drop_buffers(self) -> None:
+        self._latest.clear()
+        self._taken_seq.clear()
+
+    # ------------------------------------------------------------------------------ telemetry
+    def _receive(self, ready: threading.Event) -> None:
+        sub = self.context.socket(zmq.SUB)
+        sub.linger = 0
+        sub.rcvhwm = self.config.rcvhwm
+        if self.config.security is not None and self.config.observation_endpoint.startswith("tcp://"):
+            self.config.security.apply_to_client_socket(sub)
+        for t in (Topic.STATE, Topic.DEPTH, Topic.HEIGHT_SCAN, Topic.NAVIGATION, Topic.STATUS):
+            sub.setsockopt(zmq.SUBSCRIBE, t)
+        sub.connect(self.config.observation_endpoint)
+        ready.set()
+        try:
+            while not self._stop.is_set():
+                if not sub.poll(20):
+                    continue
+                while True:
+                    try:
+                        frames = sub.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._on_telemetry(frames)
+        finally:
+            sub.close(linger=0)
+
+    def _on_telemetry(self, frames: list) -> None:
+        now = clock.now_ns()
+        try:
+            msg = decode(frames, expect=TELEMETRY_KINDS)
+            welcome = self.welcome
+            h = msg.header
+            if welcome is None or h.session_id != welcome.session_id:
+                # a restarted server: nothing from it is trusted until we have re-handshaken
+                self.stats["foreign_session"] += 1
+                with self._lock:
+                    if welcome is not None and not self._session_changed:
+                        log.warning("telemetry from a new server session %08x: dropping old samples, re-handshake pending", h.session_id)
+                        self._session_changed = True
+                        self._drop_buffers()
+                return
+            value = self._decode_value(msg, welcome)
+        except ProtocolError as e:
+            self.stats["malformed"] += 1
+            if self.stats["malformed"] <= 5:
+                log.warning("dropped malformed telemetry: %s", e)
+            return
+        sample = Sample(h.kind, h.seq, h.session_id, h.stamp_ns, now, value)
+        with self._lock:
+            prev = self._latest.get(h.kind)
+            if prev is None or h.seq > prev.seq:
+                self._latest[h.kind] = sample
+            self.stats["received"] += 1
+            self._lock.notify_all()
+        if self.on_message is not None:
+            self.on_message("rx", sample)
+
+    @staticmethod
+    def _decode_value(msg: Any, welcome: Welcome) -> Any:
+        h, p = msg.header, msg.payload
+        if h.kind == Kind.STATUS:
+            if not isinstance(p, dict):
+                raise ProtocolError(Reason.BAD_PAYLOAD, "status payload must be JSON")
+            return p
+        if not isinstance(p, np.ndarray):
+            raise ProtocolError(Reason.BAD_PAYLOAD, f"{h.kind.name} payload must be float32")
+        if h.kind == Kind.STATE:
+            return unpack_state(p, h.stamp_ns, welcome.state_layout)
+        if h.kind == Kind.DEPTH:
+            return unpack_depth(p, h.stamp_ns)
+        if h.kind == Kind.HEIGHT_SCAN:
+            return unpack_height_scan(p, h.stamp_ns)
+        return unpack_navigation(p, h.stamp_ns)
+
+    def latest(self, kind: Kind, max_age_s: float | None = None) -> Sample | None:
+        """The newest sample of a kind, or None if there is none (or it is older than max_age_s)."""
+        with self._lock:
+            s = self._latest.get(kind)
+        if s is not None and max_age_s is not None and s.age_s > max_age_s:
+            return None
+        return s
+
+    def take_new(self, kind: Kind) -> Sample | None:
+        """The newest sample if it was not taken before, else None (never hands out the same sample twice)."""
+        with self._lock:
+            s = self._latest.get(kind)
+            if s is None or self._taken_seq.get(kind) == s.seq:
+                return None
+            self._taken_seq[kind] = s.seq
+            return s
+
+    def wait_new(self, kind: Kind, timeout_s: float) -> Sample | None:
+        """Block until a sample newer than the last one taken arrives; returns it (taken) or None."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while True:
+                s = self._latest.get(kind)
+                if s is not None and self._taken_seq.get(kind) != s.seq:
+                    self._taken_seq[kind] = s.seq
+                    return s
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._lock.wait(remaining):
+                    return None
+
+    def state(self) -> RobotState | None:
+        s = self.latest(Kind.STATE)
+        return s.value if s else None
+
+    def depth(self) -> DepthFrame | None:
+        s = self.latest(Kind.DEPTH)
+        return s.value if s else None
+
+    def height_scan(self) -> HeightScan | None:
+        s = self.latest(Kind.HEIGHT_SCAN)
+        return s.value if s else None
+
+    def navigation(self) -> NavigationCommand | None:
+        s = self.latest(Kind.NAVIGATION)
+        return s.value if s else None
+
+    @property
+    def session_changed(self) -> bool:
+        """True after telemetry from a new server session arrived and before the re-handshake."""
+        return self._session_changed
+
+    # ------------------------------------------------------------------------------- commands
+    def send_command(self, targets_rad: np.ndarray, based_on: Sample, timeout_s: float | None = None) -> Ack:
+        """Send joint targets (robot order) computed from telemetry ``based_on``; wait for the ACK.
+
+        Refused locally (WRONG_SESSION, nothing sent) when ``based_on`` came from a server session that is
+        not the current one: a command is never built from pre-restart telemetry.
+        """
+        if self.welcome is None:
+            raise HandshakeError("send_command before connect()")
+        if self._session_changed or based_on.session_id != self.welcome.session_id:
+            if self._session_changed:
+                self._rehandshake()
+            return Ack(seq=-1, reason=Reason.WRONG_SESSION, safety_state=-1)
+        payload = np.ascontiguousarray(targets_rad, dtype=np.float32)
+        return self._request(Kind.COMMAND, based_on.stamp_ns, payload, timeout_s)
+
+    def control(self, action: str, timeout_s: float | None = None) -> Ack:
+        """Operator request: "arm", "disarm", "estop" or "clear_estop"."""
+        if self.welcome is None:
+            raise HandshakeError("control before connect()")
+        return self._request(Kind.CONTROL, clock.now_ns(), {"action": action}, timeout_s or max(self.config.ack_timeout_s, 0.5))
+
+    def _request(self, kind: Kind, stamp_ns: int, payload: Any, timeout_s: float | None) -> Ack:
+        assert self.welcome is not None
+        self._seq += 1
+        seq = self._seq
+        frames = encode(kind, session_id=self.welcome.session_id, seq=seq, stamp_ns=stamp_ns, payload=payload)
+        t0 = time.perf_counter()
+        dealer = self._dealer
+        try:
+            dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return self._timeout(seq)
+        if self.on_message is not None:
+            self.on_message("tx", frames)
+        deadline = t0 + (self.config.ack_timeout_s if timeout_s is None else timeout_s)
+        while True:
+            remaining_ms = int(max(0.0, deadline - time.perf_counter()) * 1000)
+            if not dealer.poll(remaining_ms):
+                return self._timeout(seq)
+            try:
+                msg = decode(dealer.recv_multipart(), expect=(Kind.ACK,))
+            except ProtocolError as e:
+                self.stats["malformed"] += 1
+                log.warning("dropped malformed ack: %s", e)
+                continue
+            if msg.header.seq != seq:
+                continue  # a late ack of an earlier request: correlated by seq, ignored
+            ack = Ack.unpack(seq, msg.payload)
+            ack = Ack(ack.seq, ack.reason, ack.safety_state, ack.clamped, time.perf_counter() - t0)
+            if self.on_message is not None:
+                self.on_message("ack", ack)
+            if ack.reason in (Reason.NOT_HANDSHAKEN, Reason.WRONG_SESSION):
+                self._rehandshake()
+            return ack
+
+    def _timeout(self, seq: int) -> Ack:
+        self.stats["timeouts"] += 1
+        # a fresh socket drops anything queued for a dead peer; the next request reconnects
+        if self.stats["timeouts"] % 3 == 0:
+            self._new_dealer()
+        return Ack(seq=seq, reason=Reason.TIMEOUT, safety_state=-1)
+
+    def _rehandshake(self) -> None:
+        self.stats["rehandshakes"] += 1
+        try:
+            self._handshake()
+        except HandshakeError as e:
+            log.warning("re-handshake failed: %s", e)

@@ -1,0 +1,205 @@
+"""The safety supervisor every HAL server runs: the one file that holds Krabby's safety rules.
+
+States (``SafetyState``)::
+
+    DISARMED --arm--> ARMED --first valid command--> ACTIVE --no valid command for watchdog_s--> HOLD
+                        ^                                                                        |
+                        +------------------------------ arm ------------- DAMP <--- hold_s ------+
+    any state --estop--> ESTOP (latched) --clear_estop--> DISARMED
+
+- DISARMED, DAMP, ESTOP: joints are damped (kp = 0); commands are refused (NOT_ARMED / ESTOP).
+- ARMED: holds the profile's default pose until the first valid command starts the watchdog.
+- ACTIVE: the latest accepted targets, clamped to the profile's joint limits, are applied.
+- HOLD: the watchdog tripped; the last targets are held for ``hold_s``, then DAMP. A valid command
+  does **not** re-arm from HOLD or DAMP: only an explicit ``arm()`` does, so a client that comes back
+  after a stall never moves the robot by surprise.
+
+Command validation (NaN/Inf, shape, stale, replayed, out-of-order) happens in ``check_command``;
+the server calls it for every COMMAND and sends the returned reason in the ACK.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .protocol import Reason
+from .robot_profile import RobotProfile
+from .types import ActuatorCommand, ActuatorMode
+
+log = logging.getLogger("krabby.hal.safety")
+
+
+class SafetyState(enum.IntEnum):
+    DISARMED = 0
+    ARMED = 1
+    ACTIVE = 2
+    HOLD = 3
+    DAMP = 4
+    ESTOP = 5
+
+
+@dataclass
+class SafetyConfig:
+    """Supervisor tuning; times in seconds on the wire clock."""
+
+    watchdog_s: float = 0.1  # no valid command for this long in ACTIVE => HOLD (5 policy periods at 50 Hz)
+    hold_s: float = 0.5  # HOLD lasts this long, then DAMP
+    damping_kd_nm_s_per_rad: float = 2.0  # joint damping in DISARMED / DAMP / ESTOP
+    max_command_age_s: float = 0.1  # a command built from an observation older than this is refused
+    max_future_s: float = 0.01  # a command stamped this far ahead of the server clock is refused
+    arm_on_start: bool = False  # simulators arm themselves; robots never should
+
+
+@dataclass
+class SafetyEvent:
+    stamp_ns: int
+    kind: str
+    detail: str = ""
+
+
+@dataclass
+class _ClientSeq:
+    """Per-client replay guard: the last accepted sequence number."""
+
+    last_seq: int = -1
+
+
+class SafetySupervisor:
+    """Decides, every control step, what the backend is allowed to do. Thread-safe."""
+
+    def __init__(self, profile: RobotProfile, config: SafetyConfig | None = None):
+        self.profile = profile
+        self.config = config or SafetyConfig()
+        self._lock = threading.Lock()
+        self._state = SafetyState.DISARMED
+        self._state_since_ns = 0
+        self._targets = profile.default_pos_rad.copy()
+        self._targets_seq = -1
+        self._last_valid_ns = 0
+        self.refusals: Counter[str] = Counter()
+        self.events: deque[SafetyEvent] = deque(maxlen=1000)
+        self.clamped_commands = 0
+        self.watchdog_trips = 0
+
+    # --------------------------------------------------------------------------- operator actions
+    @property
+    def state(self) -> SafetyState:
+        return self._state
+
+    def _set(self, state: SafetyState, now_ns: int, detail: str = "") -> None:
+        if state != self._state:
+            log.warning("safety: %s -> %s %s", self._state.name, state.name, detail)
+            self.events.append(SafetyEvent(now_ns, f"{self._state.name}->{state.name}", detail))
+            self._state = state
+            self._state_since_ns = now_ns
+
+    def arm(self, now_ns: int) -> Reason:
+        with self._lock:
+            if self._state == SafetyState.ESTOP:
+                return Reason.ESTOP
+            if self._state in (SafetyState.ARMED, SafetyState.ACTIVE):
+                return Reason.OK
+            self._targets = self.profile.default_pos_rad.copy()
+            self._set(SafetyState.ARMED, now_ns, "(explicit arm)")
+            return Reason.OK
+
+    def disarm(self, now_ns: int) -> Reason:
+        with self._lock:
+            if self._state != SafetyState.ESTOP:
+                self._set(SafetyState.DISARMED, now_ns, "(explicit disarm)")
+            return Reason.OK
+
+    def estop(self, now_ns: int, detail: str = "(e-stop)") -> Reason:
+        with self._lock:
+            self._set(SafetyState.ESTOP, now_ns, detail)
+            return Reason.OK
+
+    def clear_estop(self, now_ns: int) -> Reason:
+        with self._lock:
+            if self._state == SafetyState.ESTOP:
+                self._set(SafetyState.DISARMED, now_ns, "(e-stop cleared)")
+            return Reason.OK
+
+    # ------------------------------------------------------------------------------- commands
+    def check_command(self, targets_rad: np.ndarray, obs_stamp_ns: int, seq: int, client: _ClientSeq, now_ns: int) -> Reason:
+        """Validate one command; on success the targets become the ones applied. Returns the ACK reason."""
+        reason = self._validate(targets_rad, obs_stamp_ns, seq, client, now_ns)
+        if not reason.accepted:
+            self.refusals[reason.name] += 1
+            return reason
+        client.last_seq = seq
+        clamped = self.profile.clamp_to_limits(targets_rad.astype(np.float64))
+        was_clamped = bool(np.any(clamped != targets_rad))
+        with self._lock:
+            if self._state == SafetyState.ESTOP:
+                self.refusals[Reason.ESTOP.name] += 1
+                return Reason.ESTOP
+            if self._state not in (SafetyState.ARMED, SafetyState.ACTIVE):
+                self.refusals[Reason.NOT_ARMED.name] += 1
+                return Reason.NOT_ARMED
+            self._targets, self._targets_seq, self._last_valid_ns = clamped, seq, now_ns
+            if self._state == SafetyState.ARMED:
+                self._set(SafetyState.ACTIVE, now_ns, "(first command)")
+        if was_clamped:
+            self.clamped_commands += 1
+            return Reason.OK_CLAMPED
+        return Reason.OK
+
+    def _validate(self, targets: np.ndarray, stamp_ns: int, seq: int, client: _ClientSeq, now_ns: int) -> Reason:
+        if targets.shape != (self.profile.num_joints,):
+            return Reason.BAD_SHAPE
+        if not np.all(np.isfinite(targets)):
+            return Reason.NON_FINITE
+        if seq == client.last_seq:
+            return Reason.REPLAYED
+        if seq < client.last_seq:
+            return Reason.OUT_OF_ORDER
+        age_s = (now_ns - stamp_ns) * 1e-9
+        if age_s > self.config.max_command_age_s:
+            return Reason.STALE
+        if -age_s > self.config.max_future_s:
+            return Reason.FUTURE_STAMP
+        return Reason.OK
+
+    # ------------------------------------------------------------------------------- the step
+    def tick(self, now_ns: int) -> ActuatorCommand:
+        """Advance the watchdog and return what the backend must apply this control step."""
+        with self._lock:
+            cfg = self.config
+            if self._state == SafetyState.ACTIVE and (now_ns - self._last_valid_ns) * 1e-9 > cfg.watchdog_s:
+                self.watchdog_trips += 1
+                self._set(SafetyState.HOLD, now_ns, f"(watchdog: no valid command for {cfg.watchdog_s:.3f} s)")
+            if self._state == SafetyState.HOLD and (now_ns - self._state_since_ns) * 1e-9 > cfg.hold_s:
+                self._set(SafetyState.DAMP, now_ns, f"(held {cfg.hold_s:.2f} s)")
+            return self._output()
+
+    def _output(self) -> ActuatorCommand:
+        p = self.profile
+        if self._state in (SafetyState.ARMED, SafetyState.ACTIVE, SafetyState.HOLD):
+            return ActuatorCommand(ActuatorMode.POSITION, self._targets.copy(), p.kp_nm_per_rad, p.kd_nm_s_per_rad, self._targets_seq)
+        kd = np.full(p.num_joints, self.config.damping_kd_nm_s_per_rad)
+        return ActuatorCommand(ActuatorMode.DAMP, self._targets.copy(), np.zeros(p.num_joints), kd, -1)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "state": self._state.name,
+                "state_code": int(self._state),
+                "watchdog_trips": self.watchdog_trips,
+                "clamped_commands": self.clamped_commands,
+                "refusals": dict(self.refusals),
+                "last_command_seq": self._targets_seq,
+            }
+
+
+def new_client_seq() -> _ClientSeq:
+    return _ClientSeq()
+
+
+__all__ = ["SafetyState", "SafetyConfig", "SafetySupervisor", "SafetyEvent", "new_client_seq"]
