@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -63,6 +64,25 @@ def bind_socket(sock: zmq.Socket, endpoint: str, what: str) -> None:
                 f"another address (e.g. --{what}_bind tcp://*:PORT)"
             ) from None
         raise HalError(f"cannot bind {what} endpoint {endpoint}: {e}") from None
+
+
+def wait_tcp_port_released(endpoint: str, timeout_s: float = 2.0) -> bool:
+    """Block until a tcp endpoint's port can be bound again (no-op for other transports)."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    host = "0.0.0.0" if host in ("*", "") else host.strip("[]")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, int(port)))
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+        time.sleep(0.005)
 
 
 class _RateLimitedLog:
@@ -163,6 +183,10 @@ class HalServer:
         if self._pub is not None:
             self._pub.close(linger=0)
             self._pub = None
+        # libzmq releases a tcp listener asynchronously (its reaper thread); wait for it so a
+        # restarted server can bind the same port at once
+        for endpoint in (self.config.observation_bind, self.config.command_bind):
+            wait_tcp_port_released(endpoint)
 
     def __enter__(self) -> "HalServer":
         return self.start()

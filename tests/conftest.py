@@ -1,0 +1,44 @@
+"""Shared fixtures: the Go2 profile, free loopback ports, and a running HAL on the loopback test double."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures" / "parkour"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/fakes importable as `fakes`
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def profile():
+    from krabby.hal.robot_profile import load_robot_profile
+
+    return load_robot_profile("go2")
+
+
+@pytest.fixture
+def zmq_context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def endpoints(transport: str) -> tuple[str, str]:
+    """A fresh (observation, command) endpoint pair for inproc or tcp on 127.0.0.1."""
+    if transport == "inproc":
+        tag = uuid.uuid4().hex[:8]
+        return f"inproc://obs-{tag}", f"inproc://cmd-{tag}"
+    return f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}"

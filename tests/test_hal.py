@@ -1,0 +1,390 @@
+"""HAL core over real ZeroMQ sockets: round trips, latest-only, handshake, watchdog, malformed input, restarts."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from conftest import REPO, endpoints
+from krabby.hal import clock
+from krabby.hal.backends.loopback_double import LoopbackTestDouble
+from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
+from krabby.hal.protocol import HEADER_SIZE, MAGIC, Ack, Header, Kind, Reason, DType, decode, encode
+from krabby.hal.safety import SafetyConfig, SafetyState
+from krabby.hal.server import HalError, HalServer, HalServerConfig
+from krabby.hal.types import ActuatorMode
+
+
+def make_server(profile, ctx, transport="inproc", **safety):
+    obs, cmd = endpoints(transport)
+    cfg = HalServerConfig(observation_bind=obs, command_bind=cmd, allow_insecure_tcp=True,
+                          safety=SafetyConfig(arm_on_start=True, **safety))
+    return HalServer(LoopbackTestDouble(profile), cfg, context=ctx).start()
+
+
+def make_client(server, ctx, **kw):
+    cfg = HalClientConfig(observation_endpoint=server.config.observation_bind, command_endpoint=server.config.command_bind, **kw)
+    client = HalClient(cfg, context=ctx)
+    client.connect()
+    return client
+
+
+def newest_state(server, client, timeout_s=2.0):
+    """Tick until the client holds the last state the server published (tcp subscriptions join late)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        want = server._seq[Kind.STATE] - 1
+        poll_until = time.monotonic() + 0.05
+        while time.monotonic() < poll_until:
+            s = client.latest(Kind.STATE)
+            if s is not None and s.seq == want:
+                return s
+            time.sleep(0.002)
+        server.tick()
+    raise AssertionError("newest state never arrived")
+
+
+def fresh_state(server, client):
+    """Publish one state and return it as the client sees it (marked as taken)."""
+    server.tick()
+    s = newest_state(server, client)
+    client.take_new(Kind.STATE)
+    return s
+
+
+@pytest.mark.parametrize("transport", ["inproc", "tcp"])
+def test_round_trip(profile, zmq_context, transport):
+    server = make_server(profile, zmq_context, transport)
+    client = make_client(server, zmq_context)
+    try:
+        assert client.welcome.profile.joint_names == profile.joint_names
+        assert client.welcome.info["depth_shape"] == [60, 106]
+        s = fresh_state(server, client)
+        np.testing.assert_allclose(s.value.joint_pos_rad, profile.default_pos_rad, atol=1e-6)
+        targets = profile.default_pos_rad + 0.1
+        ack = client.send_command(targets, s)
+        assert ack.reason == Reason.OK and ack.seq > 0 and ack.rtt_s < 1.0
+        server.tick()
+        assert server.last_command.mode == ActuatorMode.POSITION
+        np.testing.assert_allclose(server.last_command.target_pos_rad, targets, atol=1e-6)
+        # two more reads: the double closes half the error each time, and the client sees the newest
+        server.tick()
+        server.tick()
+        s2 = newest_state(server, client)
+        np.testing.assert_allclose(s2.value.joint_pos_rad, profile.default_pos_rad + 0.1 * (1 - 0.5**2), atol=1e-5)
+        assert client.latest(Kind.DEPTH).value.distance_m.shape == (60, 106)
+        assert client.latest(Kind.NAVIGATION).value.forward_speed_m_s == pytest.approx(0.5)
+        assert client.latest(Kind.HEIGHT_SCAN).value.base_height_above_hit_m.shape == (132,)
+    finally:
+        client.close()
+        server.close()
+
+
+def test_latest_only_under_fast_publisher(profile, zmq_context):
+    """A reader that sleeps through 200 states gets the newest one and its true age, never a backlog."""
+    server = make_server(profile, zmq_context)
+    client = make_client(server, zmq_context)
+    try:
+        fresh_state(server, client)
+        for _ in range(200):  # a 1 kHz publisher while the reader sleeps (transport_baselines §3)
+            server.tick()
+            time.sleep(0.001)
+        last_seq = server._seq[Kind.STATE] - 1
+        time.sleep(0.2)
+        s = client.take_new(Kind.STATE)
+        assert s is not None and s.seq == last_seq
+        assert s.age_s >= 0.2  # reported as old as it is
+        assert client.take_new(Kind.STATE) is None  # never the same sample twice
+        assert client.latest(Kind.STATE, max_age_s=0.05) is None  # stale sample not reported as fresh
+    finally:
+        client.close()
+        server.close()
+
+
+def raw_dealer(ctx, server):
+    d = ctx.socket(zmq.DEALER)
+    d.linger = 0
+    d.connect(server.config.command_bind)
+    return d
+
+
+def raw_request(dealer, frames, timeout_ms=1000):
+    dealer.send_multipart(frames)
+    assert dealer.poll(timeout_ms), "server did not answer"
+    msg = decode(dealer.recv_multipart())
+    return msg if msg.header.kind == Kind.WELCOME else Ack.unpack(msg.header.seq, msg.payload)
+
+
+def hello(seq=1, version=1):
+    frames = encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload={"client_name": "raw"})
+    if version != 1:
+        frames[1] = Header(Kind.HELLO, 0, seq, clock.now_ns(), DType.JSON, (), 0, len(frames[2]), version=version).pack()
+    return frames
+
+
+def test_handshake_and_version_mismatch(profile, zmq_context):
+    server = make_server(profile, zmq_context)
+    d = raw_dealer(zmq_context, server)
+    try:
+        ack = raw_request(d, hello(version=2))
+        assert isinstance(ack, Ack) and ack.reason == Reason.BAD_VERSION
+        welcome = raw_request(d, hello(seq=2))
+        assert welcome.payload["protocol_version"] == 1 and welcome.payload["session_id"] == server.session_id
+        assert welcome.payload["joint_names"] == list(profile.joint_names)
+    finally:
+        d.close(0)
+        server.close()
+
+
+def test_client_refuses_server_of_other_version(zmq_context, profile):
+    """A fake server answering with protocol version 2 gets a clear HandshakeError, not garbage."""
+    router = zmq_context.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+
+    def serve():
+        if router.poll(2000):
+            ident, *_ = router.recv_multipart()
+            body = b'{"protocol_version": 2}'
+            hdr = Header(Kind.WELCOME, 1, 1, 0, DType.JSON, (), 0, len(body), version=2).pack()
+            router.send_multipart([ident, b"welcome", hdr, body])
+
+    t = threading.Thread(target=serve)
+    t.start()
+    client = HalClient(HalClientConfig("tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}", handshake_timeout_s=2), context=zmq_context)
+    with pytest.raises(HandshakeError, match="BAD_VERSION|protocol"):
+        client.connect()
+    t.join()
+    client.close()
+    router.close(0)
+
+
+def _command_frames(server, seq, targets, stamp_ns=None, session=None):
+    return encode(Kind.COMMAND, session_id=server.session_id if session is None else session, seq=seq,
+                  stamp_ns=clock.now_ns() if stamp_ns is None else stamp_ns, payload=np.asarray(targets, dtype=np.float32))
+
+
+def test_every_malformed_input_is_refused_and_server_keeps_serving(profile, zmq_context):
+    server = make_server(profile, zmq_context)
+    good_client = make_client(server, zmq_context)
+    d = raw_dealer(zmq_context, server)
+    try:
+        raw_request(d, hello())
+        ok = _command_frames(server, 1, profile.default_pos_rad)
+        hdr = bytearray(ok[1])
+        cases = {
+            "garbage single frame": ([b"\x00garbage"], Reason.MALFORMED),
+            "wrong frame count": (ok[:2], Reason.MALFORMED),
+            "truncated header": ([ok[0], ok[1][:20], ok[2]], Reason.TRUNCATED_HEADER),
+            "bad magic": ([ok[0], b"XXXX" + bytes(hdr[4:]), ok[2]], Reason.BAD_MAGIC),
+            "wrong version": ([ok[0], bytes(hdr[:4]) + struct.pack("<H", 9) + bytes(hdr[6:]), ok[2]], Reason.BAD_VERSION),
+            "wrong kind": ([ok[0], bytes(hdr[:6]) + struct.pack("<H", Kind.STATE) + bytes(hdr[8:]), ok[2]], Reason.BAD_KIND),
+            "unknown kind": ([ok[0], bytes(hdr[:6]) + struct.pack("<H", 999) + bytes(hdr[8:]), ok[2]], Reason.BAD_KIND),
+            "payload size mismatch": ([ok[0], ok[1], bytes(ok[2])[:-4]], Reason.PAYLOAD_SIZE_MISMATCH),
+            "wrong size": (_command_frames(server, 2, np.zeros(11)), Reason.BAD_SHAPE),
+            "NaN": (_command_frames(server, 3, np.r_[profile.default_pos_rad[:-1], np.nan]), Reason.NON_FINITE),
+            "Inf": (_command_frames(server, 4, np.r_[np.inf, profile.default_pos_rad[1:]]), Reason.NON_FINITE),
+            "stale": (_command_frames(server, 5, profile.default_pos_rad, clock.now_ns() - int(1e9)), Reason.STALE),
+            "future": (_command_frames(server, 6, profile.default_pos_rad, clock.now_ns() + int(1e9)), Reason.FUTURE_STAMP),
+            "wrong session": (_command_frames(server, 7, profile.default_pos_rad, session=server.session_id ^ 1), Reason.WRONG_SESSION),
+        }
+        for name, (frames, reason) in cases.items():
+            ack = raw_request(d, frames)
+            assert ack.reason == reason, name
+        # accepted, then replayed and out of order
+        assert raw_request(d, _command_frames(server, 10, profile.default_pos_rad)).reason == Reason.OK
+        assert raw_request(d, _command_frames(server, 10, profile.default_pos_rad)).reason == Reason.REPLAYED
+        assert raw_request(d, _command_frames(server, 9, profile.default_pos_rad)).reason == Reason.OUT_OF_ORDER
+        # out-of-limit targets are clamped, and the ACK says so
+        ack = raw_request(d, _command_frames(server, 11, profile.default_pos_rad + 10.0))
+        assert ack.reason == Reason.OK_CLAMPED and ack.clamped
+        server.tick()
+        np.testing.assert_allclose(server.last_command.target_pos_rad, profile.pos_max_rad)
+        # another client is still served after all that
+        s = fresh_state(server, good_client)
+        assert good_client.send_command(profile.default_pos_rad, s).reason == Reason.OK
+        assert server.supervisor.refusals["NON_FINITE"] == 2
+        # nothing that failed validation was ever applied
+        for cmd in server.backend.applied:
+            assert np.all(np.isfinite(cmd.target_pos_rad))
+            assert np.all(cmd.target_pos_rad <= profile.pos_max_rad + 1e-12)
+    finally:
+        d.close(0)
+        good_client.close()
+        server.close()
+
+
+def test_command_before_handshake_is_refused(profile, zmq_context):
+    server = make_server(profile, zmq_context)
+    d = raw_dealer(zmq_context, server)
+    try:
+        assert raw_request(d, _command_frames(server, 1, profile.default_pos_rad)).reason == Reason.NOT_HANDSHAKEN
+    finally:
+        d.close(0)
+        server.close()
+
+
+def test_watchdog_holds_then_damps_and_needs_explicit_arm(profile, zmq_context):
+    server = make_server(profile, zmq_context, watchdog_s=0.05, hold_s=0.1)
+    client = make_client(server, zmq_context)
+    try:
+        s = fresh_state(server, client)
+        assert client.send_command(profile.default_pos_rad + 0.05, s).accepted
+        server.tick()
+        assert server.supervisor.state == SafetyState.ACTIVE
+        time.sleep(0.07)
+        server.tick()
+        assert server.supervisor.state == SafetyState.HOLD
+        assert server.last_command.mode == ActuatorMode.POSITION  # holding the last targets
+        np.testing.assert_allclose(server.last_command.target_pos_rad, profile.default_pos_rad + 0.05, atol=1e-6)
+        time.sleep(0.12)
+        server.tick()
+        assert server.supervisor.state == SafetyState.DAMP and server.last_command.mode == ActuatorMode.DAMP
+        # a valid command does not silently re-arm
+        s = fresh_state(server, client)
+        ack = client.send_command(profile.default_pos_rad, s)
+        assert ack.reason == Reason.NOT_ARMED
+        server.tick()
+        assert server.last_command.mode == ActuatorMode.DAMP
+        # an explicit arm does
+        assert client.control("arm").accepted
+        s = fresh_state(server, client)
+        assert client.send_command(profile.default_pos_rad, s).reason == Reason.OK
+        server.tick()
+        assert server.supervisor.state == SafetyState.ACTIVE
+    finally:
+        client.close()
+        server.close()
+
+
+def test_estop_latches(profile, zmq_context):
+    server = make_server(profile, zmq_context)
+    client = make_client(server, zmq_context)
+    try:
+        assert client.control("estop").accepted
+        s = fresh_state(server, client)
+        assert client.send_command(profile.default_pos_rad, s).reason == Reason.ESTOP
+        assert client.control("arm").reason == Reason.ESTOP
+        assert client.control("bogus").reason == Reason.BAD_PAYLOAD
+        assert client.control("clear_estop").accepted and client.control("arm").accepted
+        assert server.supervisor.state == SafetyState.ARMED
+    finally:
+        client.close()
+        server.close()
+
+
+CLIENT_PROCESS = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    from krabby.hal.client import HalClient, HalClientConfig
+    from krabby.hal.protocol import Kind
+    c = HalClient(HalClientConfig(sys.argv[1], sys.argv[2]))
+    w = c.connect()
+    print("ready", flush=True)
+    while True:
+        s = c.wait_new(Kind.STATE, 1.0)
+        if s is not None:
+            c.send_command(np.asarray(w.profile.default_pos_rad), s)
+    """
+)
+
+
+def test_watchdog_trips_when_client_process_dies(profile, zmq_context):
+    server = make_server(profile, zmq_context, "tcp", watchdog_s=0.1)
+    proc = subprocess.Popen([sys.executable, "-c", CLIENT_PROCESS, server.config.observation_bind, server.config.command_bind],
+                            stdout=subprocess.PIPE, cwd=REPO)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        deadline = time.monotonic() + 10
+        while server.supervisor.state != SafetyState.ACTIVE and time.monotonic() < deadline:
+            server.tick()
+            time.sleep(0.02)
+        assert server.supervisor.state == SafetyState.ACTIVE
+        proc.kill()
+        proc.wait()
+        t_kill = time.monotonic()
+        while server.supervisor.state == SafetyState.ACTIVE and time.monotonic() - t_kill < 2:
+            server.tick()
+            time.sleep(0.005)
+        assert server.supervisor.state == SafetyState.HOLD
+        assert time.monotonic() - t_kill < 0.1 + 0.1  # one watchdog window plus scheduling slack
+    finally:
+        proc.kill()
+        server.close()
+
+
+def test_server_restart_under_live_client(profile, zmq_context):
+    server = make_server(profile, zmq_context, "tcp")
+    obs, cmd = server.config.observation_bind, server.config.command_bind
+    client = make_client(server, zmq_context, ack_timeout_s=0.2)
+    try:
+        old = fresh_state(server, client)
+        old_session = server.session_id
+        server.close()
+        # close freed the ports at once: a new server binds the same addresses immediately
+        server = HalServer(LoopbackTestDouble(profile), HalServerConfig(obs, cmd, allow_insecure_tcp=True,
+                           safety=SafetyConfig(arm_on_start=True)), context=zmq_context).start()
+        assert server.session_id != old_session
+        # a command built from pre-restart telemetry is never sent
+        assert client.send_command(profile.default_pos_rad, old).reason in (Reason.WRONG_SESSION, Reason.TIMEOUT, Reason.NOT_HANDSHAKEN)
+        deadline = time.monotonic() + 5
+        ack = None
+        while time.monotonic() < deadline:
+            server.tick()
+            s = client.wait_new(Kind.STATE, 0.05)
+            if s is not None and s.session_id == server.session_id:
+                ack = client.send_command(profile.default_pos_rad, s)
+                if ack.accepted:
+                    break
+            elif client.session_changed or s is None:
+                client.send_command(profile.default_pos_rad, old)  # drives the re-handshake
+        assert ack is not None and ack.accepted, ack
+        assert client.welcome.session_id == server.session_id
+        assert all(c.source_seq != -1 or c.mode != ActuatorMode.POSITION or np.allclose(c.target_pos_rad, profile.default_pos_rad)
+                   for c in server.backend.applied)
+    finally:
+        client.close()
+        server.close()
+
+
+def test_port_in_use_is_a_clear_error(profile, zmq_context):
+    server = make_server(profile, zmq_context, "tcp")
+    try:
+        cfg = HalServerConfig(server.config.observation_bind, "tcp://127.0.0.1:1", allow_insecure_tcp=True)
+        with pytest.raises(HalError, match="already in use"):
+            HalServer(LoopbackTestDouble(profile), cfg, context=zmq_context).start()
+    finally:
+        server.close()
+
+
+def test_tcp_command_channel_without_keys_refuses_to_start(profile, zmq_context):
+    obs, cmd = endpoints("tcp")
+    with pytest.raises(HalError, match="without authentication"):
+        HalServer(LoopbackTestDouble(profile), HalServerConfig(obs, cmd), context=zmq_context).start()
+
+
+def test_handshake_timeout_is_clear(zmq_context):
+    client = HalClient(HalClientConfig("inproc://none-obs", "inproc://none-cmd", handshake_timeout_s=0.2), context=zmq_context)
+    with pytest.raises(HandshakeError, match="no HAL server answered"):
+        client.connect()
+    client.close()
+
+
+def test_header_layout_is_as_documented():
+    h = Header(Kind.STATE, 0xA1B2C3D4, 7, 123456789, DType.F32, (60, 106), 0, 60 * 106 * 4).pack()
+    assert len(h) == HEADER_SIZE == 56
+    assert h[:4] == MAGIC
+    assert struct.unpack_from("<H", h, 4)[0] == 1 and struct.unpack_from("<H", h, 6)[0] == Kind.STATE
+    assert struct.unpack_from("<I", h, 8)[0] == 0xA1B2C3D4
+    assert h[14] == DType.F32 and h[15] == 2
+    assert struct.unpack_from("<QQ", h, 16) == (7, 123456789)
+    assert struct.unpack_from("<4I", h, 32) == (60, 106, 0, 0)
+    assert struct.unpack_from("<I", h, 48)[0] == 60 * 106 * 4
