@@ -84,7 +84,8 @@ class HalClient:
         self._rx_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._session_changed = False
-        self.on_message: Callable[[str, Sample | Ack | list], None] | None = None  # recorder hook
+        # recorder hook: ("rx" | "tx", the wire frames exactly as received or sent, receive/send time ns)
+        self.on_frames: Callable[[str, list, int], None] | None = None
 
     # ------------------------------------------------------------------------------ lifecycle
     def connect(self) -> Welcome:
@@ -200,6 +201,8 @@ class HalClient:
 
     def _on_telemetry(self, frames: list) -> None:
         now = clock.now_ns()
+        if self.on_frames is not None:
+            self.on_frames("rx", frames, now)
         try:
             msg = decode(frames, expect=TELEMETRY_KINDS)
             welcome = self.welcome
@@ -226,8 +229,6 @@ class HalClient:
                 self._latest[h.kind] = sample
             self.stats["received"] += 1
             self._lock.notify_all()
-        if self.on_message is not None:
-            self.on_message("rx", sample)
 
     @staticmethod
     def _decode_value(msg: Any, welcome: Welcome) -> Any:
@@ -330,15 +331,18 @@ class HalClient:
             dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return self._timeout(seq)
-        if self.on_message is not None:
-            self.on_message("tx", frames)
+        if self.on_frames is not None:
+            self.on_frames("tx", frames, clock.now_ns())
         deadline = t0 + (self.config.ack_timeout_s if timeout_s is None else timeout_s)
         while True:
             remaining_ms = int(max(0.0, deadline - time.perf_counter()) * 1000)
             if not dealer.poll(remaining_ms):
                 return self._timeout(seq)
+            reply = dealer.recv_multipart()
+            if self.on_frames is not None:
+                self.on_frames("rx", reply, clock.now_ns())
             try:
-                msg = decode(dealer.recv_multipart(), expect=(Kind.ACK,))
+                msg = decode(reply, expect=(Kind.ACK,))
             except ProtocolError as e:
                 self.stats["malformed"] += 1
                 log.warning("dropped malformed ack: %s", e)
@@ -347,8 +351,6 @@ class HalClient:
                 continue  # a late ack of an earlier request: correlated by seq, ignored
             ack = Ack.unpack(seq, msg.payload)
             ack = Ack(ack.seq, ack.reason, ack.safety_state, ack.clamped, time.perf_counter() - t0)
-            if self.on_message is not None:
-                self.on_message("ack", ack)
             if ack.reason in (Reason.NOT_HANDSHAKEN, Reason.WRONG_SESSION):
                 self._rehandshake()
             return ack

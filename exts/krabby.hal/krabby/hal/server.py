@@ -183,6 +183,9 @@ class HalServer:
         if self._pub is not None:
             self._pub.close(linger=0)
             self._pub = None
+        release = getattr(self.config.security, "close", None)
+        if release is not None:
+            release()  # CurveServerKeys: stops its ZAP authenticator once none of its sockets is open
         # libzmq releases a tcp listener asynchronously (its reaper thread); wait for it so a
         # restarted server can bind the same port at once
         for endpoint in (self.config.observation_bind, self.config.command_bind):
@@ -238,14 +241,17 @@ class HalServer:
         return True
 
     def publish(self, frame: SensorFrame) -> None:
-        """Publish everything in a SensorFrame; unchanged depth/scan frames are not sent again."""
-        self._send(Kind.STATE, frame.state.stamp_ns, pack_state(frame.state, self.state_layout))
+        """Publish everything in a SensorFrame; unchanged depth/scan frames are not sent again.
+
+        STATE goes last: a client that wakes on a new state finds this step's other topics already there.
+        """
         if frame.navigation is not None:
             self._send(Kind.NAVIGATION, frame.navigation.stamp_ns, pack_navigation(frame.navigation))
         if frame.height_scan is not None and self._changed(Kind.HEIGHT_SCAN, frame.height_scan.stamp_ns):
             self._send(Kind.HEIGHT_SCAN, frame.height_scan.stamp_ns, frame.height_scan.base_height_above_hit_m)
         if frame.depth is not None and self._changed(Kind.DEPTH, frame.depth.stamp_ns):
             self._send(Kind.DEPTH, frame.depth.stamp_ns, frame.depth.distance_m)
+        self._send(Kind.STATE, frame.state.stamp_ns, pack_state(frame.state, self.state_layout))
         now = clock.now_ns()
         if now >= self._next_status_ns:
             self._next_status_ns = now + int(1e9 / self.config.status_rate_hz)
@@ -255,6 +261,7 @@ class HalServer:
         return {
             "session_id": self.session_id,
             "robot": self.profile.name,
+            "episode": int(getattr(self.backend, "episode", 0)),  # simulators count resets; clients reset history on change
             "safety": self.supervisor.snapshot(),
             "clients": len(self._clients),
             "stats": dict(self.stats),

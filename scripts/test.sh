@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need into ./.venv, then runs the whole suite.
+source "$(dirname "$0")/_venv.sh" all
+exec .venv/bin/python -m pytest -q "$@"
