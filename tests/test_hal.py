@@ -80,6 +80,10 @@ def test_round_trip(profile, zmq_context, transport):
         server.tick()
         s2 = newest_state(server, client)
         np.testing.assert_allclose(s2.value.joint_pos_rad, profile.default_pos_rad + 0.1 * (1 - 0.5**2), atol=1e-5)
+        deadline = time.monotonic() + 2.0  # depth comes every 5th tick; over tcp the first may precede the subscription
+        while client.latest(Kind.DEPTH) is None and time.monotonic() < deadline:
+            server.tick()
+            time.sleep(0.01)
         assert client.latest(Kind.DEPTH).value.distance_m.shape == (60, 106)
         assert client.latest(Kind.NAVIGATION).value.forward_speed_m_s == pytest.approx(0.5)
         assert client.latest(Kind.HEIGHT_SCAN).value.base_height_above_hit_m.shape == (132,)

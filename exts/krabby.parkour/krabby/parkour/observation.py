@@ -1,0 +1,390 @@
+"""Telemetry -> the 753-float parkour observation, built exactly as in training (spec §0-§2, §9, §10).
+
+``ObservationBuilder`` turns one control step of HAL telemetry (robot order, SI units) plus the
+previous raw policy action into the observation the policy was trained on. Slice names and
+constants come from ``obs_layout``; every robot fact (joint and foot orders, default pose,
+contact threshold, camera) comes from the ``RobotProfile``. No ZeroMQ, no Isaac Lab.
+
+Usage, one call per control step (the inference client's loop)::
+
+    builder = ObservationBuilder(profile, kind="student")
+    mapper = ActionMapper.for_kind(profile, "student")          # krabby.parkour.actions
+    while running:
+        obs = builder.build(state, nav, last_action_policy=mapper.last_raw_action,
+                            height_scan=scan, depth=frame)       # (753,) float32
+        if builder.is_refresh_step:                             # student: GRU step
+            out = encoder(builder.depth_for_encoder, proprio_for_depth_encoder(obs))
+        apply_predicted_yaw(obs, out_yaw_raw)                    # student only, every step
+        targets_robot_rad = mapper.step(policy(obs))
+        if episode_over: builder.reset(); mapper.reset()
+
+Step-counter semantics (how training's counters map onto HAL-driven deployment)
+------------------------------------------------------------------------------
+Training computes the observation LAST in ``env.step``, after ``common_step_counter += 1`` and
+``episode_length_buf += 1`` (spec §0); a reset inside ``env.step`` sets ``episode_length_buf``
+to 0 before that observation is computed, and ``common_step_counter`` is global and never reset.
+So, between any two consecutive observations the global counter advances by exactly one, and
+the observation right after a reset has episode step 0. The builder reproduces that:
+
+- ``global_step`` is the value of ``common_step_counter`` the last observation was computed at.
+  The first ``build()`` after construction is at counter 0 (training's initial reset
+  observation); every later ``build()`` is at the previous value + 1. ``reset()`` does NOT touch
+  it, exactly like an in-step reset in training.
+- ``episode_step`` is ``episode_length_buf`` of the last observation: 0 for the first build
+  after construction or after ``reset()``, then 1, 2, ...
+- ``is_refresh_step`` is ``global_step % 5 == 0``. On those steps delta_yaw/delta_next_yaw, the
+  height scan and the depth buffer refresh; otherwise the held values are reused. It is also
+  the test upstream play.py applies (``common_step_counter % 5`` checked before ``env.step``,
+  i.e. at the counter of the observation just computed) to run the student's depth encoder.
+- Training semantics for the very first observation: an all-zero history. Upstream play.py
+  instead computes the observation three times at counter 0, so its first observation already
+  holds 10 x p0 (spec §10); we deliberately follow training, not that play.py artefact.
+
+What ``reset()`` clears, as training does (spec §1.4, §2, §10): the proprio history (zeros, so
+episode step 0 sees an all-zero history, step 1 sees 10 x p0, step 2 10 x p1), the previous
+foot-contact step (so contact at episode step 0 is the newest test alone) and marks the depth
+buffer for refill: the next build fills both slots with the camera's newest frame (the one
+passed to that build, else the last one received). Held delta yaws and the held height scan
+are kept across a reset until the next multiple of 5, as in training. The action history is
+the ``ActionMapper``'s and is reset separately.
+
+Inputs that are slower than the control loop: the builder remembers the newest ``HeightScan``
+and ``DepthFrame`` passed to any build (latest-only, like a sensor buffer) and reads them only
+on refresh / refill steps, so a camera at 10 Hz need not be aligned to the counter.
+
+Terms without a real-world source (documented choices):
+
+- priv_explicit (185:194): 2 * base_lin_vel_body_m_s then 6 zeros when the backend reports a
+  finite body velocity (simulators), else all 9 zeros; the runtime's estimator overwrites the
+  block when the chosen inference path uses one (IP play.py teacher, the student deploy export).
+- priv_latent (194:223): zeros. It is read only by priv_encoder, which the history-encoder path
+  (hist_encoding=True, used by every play/deploy path) never calls; GD also writes zeros.
+- Student: the scan block is zeros unless a scan is given (the student actor uses the depth
+  latent instead of scan_encoder); non-finite navigation yaws are written as 0, because the
+  student replaces 6:8 with its own prediction (``apply_predicted_yaw``).
+
+Arithmetic follows training's float32 for the elementwise terms (inputs cast to float32, then
+scaled), so they match Isaac Lab's values bit for bit; roll/pitch are computed in float64 and
+rounded (transcendental functions differ between CPU and GPU anyway).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional, Union
+
+import numpy as np
+
+from krabby.hal.robot_profile import RobotProfile
+from krabby.hal.types import DepthFrame, HeightScan, NavigationCommand, RobotState
+from krabby.parkour import obs_layout as L
+
+PolicyKind = Literal["teacher", "student"]
+POLICY_KINDS: tuple[str, ...] = ("teacher", "student")
+
+_F32 = np.float32
+
+
+# ------------------------------------------------------------------------------- angle helpers
+def wrap_to_pi(angle_rad: float) -> float:
+    """Isaac Lab ``wrap_to_pi``: map to (-pi, pi]; +pi stays +pi (only positive multiples of pi do)."""
+    wrapped = (angle_rad + math.pi) % (2.0 * math.pi)
+    if wrapped == 0.0 and angle_rad > 0.0:
+        return math.pi
+    return wrapped - math.pi
+
+
+def euler_xyz_from_quat_wxyz(quat_wxyz: np.ndarray) -> tuple[float, float, float]:
+    """(roll, pitch, yaw) rad exactly as training: Isaac Lab ``euler_xyz_from_quat`` (angles mod 2pi),
+    then ``wrap_to_pi``. The quaternion (w, x, y, z, world-from-base) is normalised first."""
+    q = np.asarray(quat_wxyz, dtype=np.float64)
+    n = float(np.linalg.norm(q))
+    if q.shape != (4,) or not math.isfinite(n) or n < 1e-6:
+        raise ValueError(f"base_quat_wxyz must be a finite non-zero (4,) quaternion, got {quat_wxyz!r}")
+    w, x, y, z = (float(v) for v in q / n)
+    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
+    sin_pitch = 2.0 * (w * y - z * x)
+    pitch = math.copysign(math.pi / 2.0, sin_pitch) if abs(sin_pitch) >= 1.0 else math.asin(sin_pitch)
+    yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    two_pi = 2.0 * math.pi
+    return tuple(wrap_to_pi(a % two_pi) for a in (roll, pitch, yaw))  # type: ignore[return-value]
+
+
+def heading_errors_rad(
+    base_quat_wxyz: np.ndarray, target_yaw_rad: float, next_target_yaw_rad: float
+) -> tuple[float, float]:
+    """(delta_yaw, delta_next_yaw) as training: target - wrap_to_pi(yaw), NOT re-wrapped.
+
+    For backends that fill ``NavigationCommand`` from goal waypoints (target yaw = atan2 of the
+    robot-to-goal vector, spec §1.1).
+    """
+    yaw = euler_xyz_from_quat_wxyz(base_quat_wxyz)[2]
+    return target_yaw_rad - yaw, next_target_yaw_rad - yaw
+
+
+# --------------------------------------------------------------------- student-side helpers
+ArrayLike = Union[np.ndarray, "torch.Tensor"]  # noqa: F821 - torch only for type readers
+
+
+def apply_predicted_yaw(obs: ArrayLike, yaw_raw: ArrayLike) -> ArrayLike:
+    """Student, every step: obs[..., 6:8] <- 1.5 * yaw_raw (the depth encoder's tanh output
+    out[32:34], held between encoder steps). In place; returns ``obs``. numpy or torch."""
+    obs[..., L.DELTA_YAWS] = L.PREDICTED_YAW_SCALE * yaw_raw
+    return obs
+
+
+def proprio_for_depth_encoder(obs: np.ndarray) -> np.ndarray:
+    """Copy of obs[..., 0:53] with the delta-yaw slots zeroed: the depth encoder's proprio input."""
+    prop = np.array(obs[..., L.PROPRIO], dtype=np.float32, copy=True)
+    prop[..., L.DELTA_YAWS] = 0.0
+    return prop
+
+
+# -------------------------------------------------------------------------------- the builder
+@dataclass
+class _LatestDepth:
+    stamp_ns: int
+    distance_m: np.ndarray
+
+
+class ObservationBuilder:
+    """Stateful builder of the training observation for one robot; one ``build()`` per control step.
+
+    See the module docstring for the step-counter semantics and what ``reset()`` clears.
+    """
+
+    def __init__(self, profile: RobotProfile, *, kind: PolicyKind = "teacher"):
+        if kind not in POLICY_KINDS:
+            raise ValueError(f"kind must be one of {POLICY_KINDS}, got {kind!r}")
+        if profile.num_joints != L.NUM_JOINTS:
+            raise ValueError(f"{profile.name}: the parkour observation needs {L.NUM_JOINTS} joints, "
+                             f"the profile has {profile.num_joints}")
+        if profile.num_feet != L.NUM_FEET:
+            raise ValueError(f"{profile.name}: the parkour observation needs {L.NUM_FEET} feet, "
+                             f"the profile has {profile.num_feet}")
+        if profile.height_scan.num_points != L.NUM_SCAN:
+            raise ValueError(f"{profile.name}: height_scan grid has {profile.height_scan.num_points} points, "
+                             f"the policy expects {L.NUM_SCAN}")
+        self.profile = profile
+        self.kind: PolicyKind = kind
+        self._policy_from_robot = profile.policy_from_robot
+        self._policy_feet_from_robot = profile.policy_feet_from_robot
+        self._default_pos_policy_rad = profile.to_policy_order(profile.default_pos_rad).astype(_F32)
+        self._contact_threshold_n = float(profile.contact_threshold_n)
+        self._depth = None
+        if kind == "student":
+            from krabby.parkour.depth import DepthPreprocessor
+
+            self._depth = DepthPreprocessor(profile.camera)
+
+        self._next_global_step = 0
+        self._global_step = -1
+        self._refresh = False
+        self._held_delta_yaws_rad = np.zeros(2, dtype=_F32)
+        self._held_scan = np.zeros(L.NUM_SCAN, dtype=_F32)
+        self._latest_scan_m: Optional[np.ndarray] = None
+        self._latest_depth: Optional[_LatestDepth] = None
+        self._depth_buffer: Optional[np.ndarray] = None  # (DEPTH_BUFFER_LEN, 58, 87)
+        self._depth_buffer_stamps_ns: list[int] = []
+        self.reset()
+
+    # ------------------------------------------------------------------ episode and counters
+    def reset(self) -> None:
+        """Start a new episode: the next build is episode step 0 (see module docstring)."""
+        self._next_episode_step = 0
+        self._episode_step = -1
+        self._history = np.zeros((L.HISTORY_LENGTH, L.NUM_PROPRIO), dtype=_F32)
+        self._prev_contact: Optional[np.ndarray] = None
+        self._depth_needs_fill = self.kind == "student"
+
+    @property
+    def global_step(self) -> int:
+        """``common_step_counter`` of the last observation built (-1 before the first build)."""
+        return self._global_step
+
+    @property
+    def episode_step(self) -> int:
+        """``episode_length_buf`` of the last observation built (-1 right after reset, before a build)."""
+        return self._episode_step
+
+    @property
+    def is_refresh_step(self) -> bool:
+        """True when the last observation was built at a multiple of 5: held terms were refreshed and
+        the student runs its depth encoder (GRU) on this step."""
+        return self._refresh
+
+    @property
+    def depth_for_encoder(self) -> Optional[np.ndarray]:
+        """Student: processed (58, 87) float32 image the depth encoder sees this step, = depth
+        buffer[-2] (the previous refresh's frame, ~100 ms old). None for the teacher / before a build."""
+        if self._depth_buffer is None:
+            return None
+        return self._depth_buffer[-2].copy()
+
+    @property
+    def depth_for_encoder_stamp_ns(self) -> Optional[int]:
+        """Capture stamp of the frame behind ``depth_for_encoder`` (for latency monitoring)."""
+        if not self._depth_buffer_stamps_ns:
+            return None
+        return self._depth_buffer_stamps_ns[-2]
+
+    # ----------------------------------------------------------------------------- building
+    def build(
+        self,
+        state: RobotState,
+        navigation: NavigationCommand,
+        *,
+        last_action_policy: np.ndarray,
+        height_scan: Optional[HeightScan] = None,
+        depth: Optional[DepthFrame] = None,
+    ) -> np.ndarray:
+        """Advance one control step and return the (753,) float32 observation for it.
+
+        ``last_action_policy`` is the raw policy output of the previous step, policy order
+        (``ActionMapper.last_raw_action``; zeros after a reset). Raises ValueError on malformed or
+        non-finite telemetry, and when a refresh needs a scan (teacher) or a depth frame (student)
+        that has never been received.
+        """
+        counter = self._next_global_step
+        refresh = counter % L.REFRESH_PERIOD_STEPS == 0
+        episode_step = self._next_episode_step
+        # Validate everything before touching any state, so a refused build changes nothing.
+        self._validate_state(state)
+        last_action = self._vector(last_action_policy, L.NUM_JOINTS, "last_action_policy")
+        roll, pitch, _ = euler_xyz_from_quat_wxyz(state.base_quat_wxyz)
+        speed = float(navigation.forward_speed_m_s)
+        if not math.isfinite(speed):
+            raise ValueError(f"NavigationCommand.forward_speed_m_s must be finite, got {speed}")
+        delta_yaws = self._delta_yaws(navigation) if refresh else None
+        if height_scan is not None:
+            self._latest_scan_m = self._vector(
+                height_scan.base_height_above_hit_m, L.NUM_SCAN, "HeightScan.base_height_above_hit_m", allow_neg_inf=True
+            )
+        if depth is not None and self._depth is not None:
+            self._latest_depth = self._receive_depth(depth)
+
+        held_scan = self._scan() if refresh else None
+        needs_depth = self._depth is not None and (refresh or self._depth_needs_fill)
+        if needs_depth and self._latest_depth is None:
+            raise ValueError("the student observation needs a DepthFrame (refresh or post-reset refill); none received yet")
+
+        # ---- held terms (refreshed on multiples of 5 of the global counter)
+        if refresh:
+            self._held_delta_yaws_rad = delta_yaws
+            self._held_scan = held_scan
+        if needs_depth:
+            self._update_depth_buffer(refresh)
+
+        # ---- proprio (0:53)
+        proprio = np.zeros(L.NUM_PROPRIO, dtype=_F32)
+        proprio[L.BASE_ANG_VEL] = np.asarray(state.base_ang_vel_body_rad_s, dtype=_F32) * _F32(L.ANG_VEL_SCALE)
+        proprio[L.ROLL] = roll
+        proprio[L.PITCH] = pitch
+        proprio[L.DELTA_YAWS] = self._held_delta_yaws_rad
+        proprio[L.COMMAND_VX] = speed
+        proprio[L.ENV_NOT_FLAT] = 0.0 if navigation.terrain_is_flat else 1.0
+        proprio[L.ENV_FLAT] = 1.0 if navigation.terrain_is_flat else 0.0
+        q_policy = np.asarray(state.joint_pos_rad)[self._policy_from_robot].astype(_F32)
+        qd_policy = np.asarray(state.joint_vel_rad_s)[self._policy_from_robot].astype(_F32)
+        proprio[L.JOINT_POS] = (q_policy - self._default_pos_policy_rad) * _F32(L.JOINT_POS_SCALE)
+        proprio[L.JOINT_VEL] = qd_policy * _F32(L.JOINT_VEL_SCALE)
+        proprio[L.LAST_ACTION] = last_action
+        proprio[L.FOOT_CONTACT] = self._contacts(state.foot_force_n)
+
+        # ---- assemble: history as it was BEFORE this step (spec §1.4)
+        obs = np.zeros(L.OBS_DIM, dtype=_F32)
+        obs[L.PROPRIO] = proprio
+        obs[L.SCAN] = self._held_scan
+        obs[L.PRIV_EXPLICIT] = self._priv_explicit(state.base_lin_vel_body_m_s)
+        # obs[L.PRIV_LATENT] stays zero: unused by the history-encoder path (module docstring).
+        obs[L.HISTORY] = self._history.reshape(-1)
+
+        # ---- then update the history: fill at episode steps 0 and 1, shift afterwards
+        stored = proprio.copy()
+        stored[L.DELTA_YAWS] = 0.0
+        if episode_step <= 1:
+            self._history[:] = stored
+        else:
+            self._history[:-1] = self._history[1:]
+            self._history[-1] = stored
+
+        np.clip(obs, -L.OBS_CLIP, L.OBS_CLIP, out=obs)
+
+        self._global_step = counter
+        self._episode_step = episode_step
+        self._refresh = refresh
+        self._next_global_step = counter + 1
+        self._next_episode_step = episode_step + 1
+        return obs
+
+    # ------------------------------------------------------------------------------- terms
+    def _delta_yaws(self, navigation: NavigationCommand) -> np.ndarray:
+        yaws = np.array([navigation.delta_yaw_rad, navigation.delta_next_yaw_rad], dtype=np.float64)
+        if not np.all(np.isfinite(yaws)):
+            if self.kind == "teacher":
+                raise ValueError(f"teacher needs finite NavigationCommand delta yaws, got {yaws.tolist()}")
+            yaws = np.zeros(2)  # the student overwrites 6:8 with its own prediction
+        return yaws.astype(_F32)
+
+    def _scan(self) -> np.ndarray:
+        """clip(h - 0.3, -1, 1) of the newest scan; a miss (-inf) gives -1 (spec §1.2)."""
+        if self._latest_scan_m is None:
+            if self.kind == "teacher":
+                raise ValueError("the teacher observation needs a HeightScan on refresh steps; none received yet")
+            return np.zeros(L.NUM_SCAN, dtype=_F32)
+        h = self._latest_scan_m.astype(_F32)
+        return np.clip(h - _F32(L.SCAN_HEIGHT_OFFSET_M), -_F32(L.SCAN_CLIP), _F32(L.SCAN_CLIP))
+
+    def _contacts(self, foot_force_n: np.ndarray) -> np.ndarray:
+        """float(|F| > threshold now OR at the previous control step) - 0.5, feet FL, FR, RL, RR."""
+        force = np.asarray(foot_force_n, dtype=np.float64)[self._policy_feet_from_robot]
+        now = force > self._contact_threshold_n
+        contact = now if self._prev_contact is None else (now | self._prev_contact)
+        self._prev_contact = now
+        return np.where(contact, _F32(L.CONTACT_ON), _F32(L.CONTACT_OFF)).astype(_F32)
+
+    def _priv_explicit(self, lin_vel_body_m_s: np.ndarray) -> np.ndarray:
+        out = np.zeros(L.NUM_PRIV_EXPLICIT, dtype=_F32)
+        v = np.asarray(lin_vel_body_m_s, dtype=_F32)
+        if v.shape == (3,) and np.all(np.isfinite(v)):
+            out[: L.PRIV_BASE_LIN_VEL.stop - L.PRIV_BASE_LIN_VEL.start] = _F32(L.BASE_LIN_VEL_SCALE) * v
+        return out
+
+    # ------------------------------------------------------------------------------- depth
+    def _receive_depth(self, frame: DepthFrame) -> _LatestDepth:
+        img = np.asarray(frame.distance_m)
+        expected = (self.profile.camera.height_px, self.profile.camera.width_px)
+        if img.shape != expected:
+            raise ValueError(f"DepthFrame.distance_m is {img.shape}, the profile camera is {expected} (H, W)")
+        return _LatestDepth(int(frame.stamp_ns), np.array(img, dtype=np.float32, copy=True))
+
+    def _update_depth_buffer(self, refresh: bool) -> None:
+        """Refill after reset; shift in the newest frame on refresh steps (spec §2 'Buffer and latency')."""
+        assert self._depth is not None and self._latest_depth is not None
+        processed = self._depth(self._latest_depth.distance_m)
+        stamp = self._latest_depth.stamp_ns
+        if self._depth_needs_fill or self._depth_buffer is None:
+            self._depth_buffer = np.repeat(processed[None], L.DEPTH_BUFFER_LEN, axis=0)
+            self._depth_buffer_stamps_ns = [stamp] * L.DEPTH_BUFFER_LEN
+            self._depth_needs_fill = False
+        if refresh:
+            self._depth_buffer = np.concatenate([self._depth_buffer[1:], processed[None]], axis=0)
+            self._depth_buffer_stamps_ns = self._depth_buffer_stamps_ns[1:] + [stamp]
+
+    # -------------------------------------------------------------------------- validation
+    def _validate_state(self, state: RobotState) -> None:
+        nj, nf = self.profile.num_joints, self.profile.num_feet
+        for name, n in (("joint_pos_rad", nj), ("joint_vel_rad_s", nj), ("base_quat_wxyz", 4),
+                        ("base_ang_vel_body_rad_s", 3), ("foot_force_n", nf)):
+            self._vector(getattr(state, name), n, f"RobotState.{name}")
+
+    @staticmethod
+    def _vector(value: np.ndarray, n: int, what: str, *, allow_neg_inf: bool = False) -> np.ndarray:
+        a = np.asarray(value, dtype=np.float64)
+        if a.shape != (n,):
+            raise ValueError(f"{what} must have shape ({n},), got {a.shape}")
+        bad = np.isnan(a) | (a == np.inf) if allow_neg_inf else ~np.isfinite(a)
+        if np.any(bad):
+            raise ValueError(f"{what} has non-finite entries at {np.flatnonzero(bad).tolist()}")
+        return a
