@@ -91,5 +91,8 @@ class ActuatorCommand:
         """Torque of this command under the profile's DC-motor clip (the training actuator model)."""
         if self.mode == ActuatorMode.ZERO_TORQUE:
             return np.zeros_like(pos_rad)
-        tau = self.kp_nm_per_rad * (self.target_pos_rad - pos_rad) - self.kd_nm_s_per_rad * vel_rad_s
+        if self.mode == ActuatorMode.DAMP:  # damping only, whatever kp the command carries
+            tau = -self.kd_nm_s_per_rad * vel_rad_s
+        else:
+            tau = self.kp_nm_per_rad * (self.target_pos_rad - pos_rad) - self.kd_nm_s_per_rad * vel_rad_s
         return profile.dc_motor_clip_nm(tau, vel_rad_s)

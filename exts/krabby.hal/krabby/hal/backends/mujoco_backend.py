@@ -1,0 +1,392 @@
+"""MuJoCo backend: the embedded default simulator behind the HAL (sim-to-sim check of a trained policy).
+
+The robot is the primitive Go2 of ``krabby.hal.sim.go2_model`` on a seeded parkour course from
+``krabby.hal.sim.terrain``. The training actuator model runs here, not in MuJoCo: every physics
+step (200 Hz) the held ActuatorCommand is turned into torques with ``ActuatorCommand.torque_nm``
+(PD plus DC-motor clip, spec §3) from that step's q and q̇, and MuJoCo's motors apply them as is.
+Sensors follow the training models: body-frame gyro (not GD's world-frame bug, spec §7), a
+terrain-only height scan and depth camera, and training's goal headings.
+
+Usage, one control step per loop::
+
+    backend = MujocoBackend(MujocoBackendConfig(terrain="hurdles", seed=3))
+    backend.connect()
+    while True:
+        frame = backend.read()        # publish
+        backend.apply(command)        # hold the newest command
+        backend.step_control()        # profile.decimation physics steps
+
+Data consistency: each physics step is ``mj_step1`` (kinematics, contacts, position and velocity
+sensors of the current state), torques, ``mj_step2`` (forces, acceleration-stage sensors,
+integration). ``step_control`` ends with an ``mj_step1`` of the new state, which the next step needs
+anyway, so ``read`` sees current kinematics at no extra cost. The accelerometer and the foot
+contact forces are acceleration-stage values: they describe the last physics step (5 ms earlier),
+which is also what a contact sensor in Isaac Lab reports.
+
+Refresh rates: the height scan is cast at every control step that is read; the depth image (the
+expensive part, ~1-2 ms) once per camera period, at the first read() of control steps 0-4, 5-9, ...
+counted from connect/reset. A consumer whose 5-step schedule also starts at 0 therefore gets a
+frame captured on its own refresh step, as in training (spec §0). Navigation follows training's
+waypoint logic, updated once per control step after physics (spec §0 step 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..backend import HalBackend
+from ..clock import now_ns
+from ..robot_profile import RobotProfile, load_robot_profile
+from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame
+
+
+class RenderingUnavailableError(RuntimeError):
+    """Offscreen rendering needs an OpenGL context that this process cannot create."""
+
+
+@dataclass
+class MujocoBackendConfig:
+    """What to simulate. Robot facts come from the profile; this holds only simulation choices."""
+
+    robot: str = "go2"  # robot profile name or path (config/robots/<robot>.toml)
+    model_params: str = "go2_mujoco"  # MuJoCo model parameters (config/robots/<model_params>.toml)
+    terrain: str = "flat"  # course preset: flat, hurdles, steps, gaps, stones, slopes, parkour
+    seed: int = 0  # course seed: same seed, same course
+    difficulty: Optional[float] = None  # 0..1, None = the preset's default
+    num_goals: int = 8
+    forward_speed_m_s: float = 0.5  # the navigation command's forward speed (obs[10])
+    foot_friction: Optional[float] = None  # sliding friction of the feet; None = go2_mujoco.toml
+    enable_height_scan: bool = True
+    enable_depth: bool = True
+    depth_rate_hz: Optional[float] = None  # None = profile.camera.update_rate_hz
+    depth_range_m: Optional[float] = None  # hits beyond this, and misses, read +inf; None = camera.max_distance_m
+    goal_reach_radius_m: float = 0.2  # spec §1.1
+    goal_reach_delay_s: float = 0.1  # spec §1.1: > 0.1 s / 0.02 s = 5 steps within the radius
+    fall_roll_pitch_rad: float = 1.5  # training termination (spec §7)
+    fall_base_z_m: float = -0.25  # base below this world height = fallen (into a pit)
+    hold_default_pose: bool = True  # after connect/reset hold the default pose under the training PD
+    settle_s: float = 0.0  # physics time run at the default pose during connect/reset (0 = as training's spawn)
+
+
+class MujocoBackend(HalBackend):
+    """A simulated Go2 on a parkour course, stepped by the caller one control step at a time."""
+
+    provides_depth = True
+    provides_height_scan = True
+    provides_navigation = True
+
+    def __init__(self, config: Optional[MujocoBackendConfig] = None, *, profile: Optional[RobotProfile] = None, course=None) -> None:
+        self.config = config or MujocoBackendConfig()
+        self.profile = profile or load_robot_profile(self.config.robot)
+        self.provides_depth = self.config.enable_depth
+        self.provides_height_scan = self.config.enable_height_scan
+        self._course = course  # a prebuilt terrain.Course overrides terrain/seed/difficulty
+        self.model = None
+        self.data = None
+        self._renderers: dict = {}
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    @property
+    def is_connected(self) -> bool:
+        return self.model is not None
+
+    def connect(self) -> None:
+        if self.is_connected:
+            return
+        try:
+            self._build()
+        except BaseException:
+            self.disconnect()
+            raise
+
+    def _build(self) -> None:
+        import mujoco
+
+        from ..sim.go2_model import (
+            ACCEL_SENSOR,
+            BASE_BODY,
+            BASE_JOINT,
+            GYRO_SENSOR,
+            build_go2_model,
+            foot_contact_sensor,
+            load_model_params,
+        )
+        from ..sim.sensors import DepthCamera, GoalTracker, HeightScanner
+        from ..sim.terrain import CourseConfig, make_course
+
+        cfg, prof = self.config, self.profile
+        if self._course is None:
+            self._course = make_course(CourseConfig(cfg.terrain, cfg.seed, cfg.difficulty, cfg.num_goals))
+        self.model = build_go2_model(prof, self._course, load_model_params(cfg.model_params), foot_friction=cfg.foot_friction)
+        if abs(self.model.opt.timestep - prof.physics_dt_s) > 1e-12:
+            raise RuntimeError(f"model timestep {self.model.opt.timestep} != profile physics dt {prof.physics_dt_s}")
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+
+        def oid(kind, name: str) -> int:
+            i = mujoco.mj_name2id(m, kind, name)
+            if i < 0:
+                raise RuntimeError(f"MuJoCo model has no {kind.name[6:].lower()} named {name!r}")
+            return i
+
+        def jid(name: str) -> int:
+            return oid(mujoco.mjtObj.mjOBJ_JOINT, name)
+
+        # robot-order index maps into qpos / qvel / ctrl, by name (never by position in the XML)
+        self._qadr = np.array([m.jnt_qposadr[jid(n)] for n in prof.joint_names])
+        self._dadr = np.array([m.jnt_dofadr[jid(n)] for n in prof.joint_names])
+        self._act = np.array([oid(mujoco.mjtObj.mjOBJ_ACTUATOR, n) for n in prof.joint_names])
+        base_j = jid(BASE_JOINT)
+        if m.jnt_bodyid[base_j] != oid(mujoco.mjtObj.mjOBJ_BODY, BASE_BODY):
+            raise RuntimeError(f"joint {BASE_JOINT!r} is not the free joint of body {BASE_BODY!r}")
+        self._base_q = int(m.jnt_qposadr[base_j])
+        self._base_v = int(m.jnt_dofadr[base_j])
+
+        def sadr(name: str) -> slice:
+            i = oid(mujoco.mjtObj.mjOBJ_SENSOR, name)
+            return slice(int(m.sensor_adr[i]), int(m.sensor_adr[i] + m.sensor_dim[i]))
+
+        self._gyro = sadr(GYRO_SENSOR)
+        self._accel = sadr(ACCEL_SENSOR)
+        self._foot_force = [sadr(foot_contact_sensor(f)) for f in prof.foot_names]
+        self.total_mass_kg = float(np.sum(m.body_mass))
+
+        self._scanner = HeightScanner(m, prof.height_scan) if cfg.enable_height_scan else None
+        depth_range = cfg.depth_range_m if cfg.depth_range_m is not None else prof.camera.max_distance_m
+        self._camera = DepthCamera(m, prof.camera, depth_range) if cfg.enable_depth else None
+        rate = cfg.depth_rate_hz if cfg.depth_rate_hz is not None else prof.camera.update_rate_hz
+        self._depth_every = max(1, int(round(prof.control_rate_hz / rate)))
+        self._goals = GoalTracker(
+            self._course.goals_xy_m, cfg.goal_reach_radius_m, int(round(cfg.goal_reach_delay_s / prof.control_dt_s))
+        )
+        self._terrain_is_flat = self._course.is_flat
+        self._mujoco = mujoco
+        self.reset()
+
+    def disconnect(self) -> None:
+        for r in self._renderers.values():
+            r.close()
+        self._renderers = {}
+        self.model = None
+        self.data = None
+
+    def reset(self) -> None:
+        """Back to the spawn pose (default joint angles, at rest) and the first goal; course unchanged."""
+        self._require()
+        mj, m, d, prof, c = self._mujoco, self.model, self.data, self.profile, self._course
+        mj.mj_resetData(m, d)
+        d.qpos[self._base_q : self._base_q + 3] = (c.spawn_xy_m[0], c.spawn_xy_m[1], c.spawn_ground_z_m + prof.spawn_base_height_m)
+        d.qpos[self._base_q + 3 : self._base_q + 7] = (math.cos(c.spawn_yaw_rad / 2), 0.0, 0.0, math.sin(c.spawn_yaw_rad / 2))
+        d.qpos[self._qadr] = prof.default_pos_rad
+        mj.mj_forward(m, d)
+        self._applied_torque_nm = np.zeros(prof.num_joints)
+        self._pos_stage_current = True
+        self._control_steps = 0
+        self._command = self.default_pose_command()
+        for _ in range(int(round(self.config.settle_s / prof.control_dt_s))):
+            self.step_control()
+        if not self.config.hold_default_pose:
+            self._command = self.zero_torque_command()
+        self._control_steps = 0
+        self._depth: Optional[DepthFrame] = None
+        self._depth_period = -1
+        self._scan: Optional[HeightScan] = None
+        self._scan_step = -1
+        self._goals.reset(self.base_pos_w_m[:2])
+
+    # ------------------------------------------------------------------------------ commands
+
+    def default_pose_command(self) -> ActuatorCommand:
+        """Hold the profile's default pose under the profile's PD gains."""
+        p = self.profile
+        return ActuatorCommand(ActuatorMode.POSITION, p.default_pos_rad.copy(), p.kp_nm_per_rad.copy(), p.kd_nm_s_per_rad.copy())
+
+    def zero_torque_command(self) -> ActuatorCommand:
+        n = self.profile.num_joints
+        return ActuatorCommand(ActuatorMode.ZERO_TORQUE, np.zeros(n), np.zeros(n), np.zeros(n))
+
+    def apply(self, command: ActuatorCommand) -> None:
+        """Hold this command until the next apply; DAMP is turned into kp = 0 here."""
+        n = self.profile.num_joints
+        arrays = [np.asarray(a, dtype=np.float64) for a in (command.target_pos_rad, command.kp_nm_per_rad, command.kd_nm_s_per_rad)]
+        for name, a in zip(("target_pos_rad", "kp_nm_per_rad", "kd_nm_s_per_rad"), arrays):
+            if a.shape != (n,) or not np.all(np.isfinite(a)):
+                raise ValueError(f"MujocoBackend.apply: {name} must be {n} finite numbers in robot order, got shape {a.shape}")
+        target, kp, kd = arrays
+        if command.mode == ActuatorMode.DAMP:
+            kp = np.zeros(n)
+        self._command = dataclasses.replace(command, target_pos_rad=target, kp_nm_per_rad=kp, kd_nm_s_per_rad=kd)
+
+    @property
+    def held_command(self) -> ActuatorCommand:
+        return self._command
+
+    def step_control(self) -> None:
+        """Advance one control period: profile.decimation physics steps, PD torque recomputed in each."""
+        self._require()
+        mj, m, d, prof, cmd = self._mujoco, self.model, self.data, self.profile, self._command
+        for _ in range(prof.decimation):
+            if not self._pos_stage_current:
+                mj.mj_step1(m, d)
+            tau = cmd.torque_nm(prof, d.qpos[self._qadr], d.qvel[self._dadr])
+            d.ctrl[self._act] = tau
+            mj.mj_step2(m, d)
+            self._pos_stage_current = False
+        self._applied_torque_nm = tau
+        mj.mj_step1(m, d)  # kinematics and contacts of the new state, for read() and the next step
+        self._pos_stage_current = True
+        self._control_steps += 1
+        self._goals.update(d.qpos[self._base_q : self._base_q + 2])
+
+    # ------------------------------------------------------------------------------ sensing
+
+    def read(self) -> SensorFrame:
+        self._require()
+        d, prof = self.data, self.profile
+        stamp = now_ns()
+        quat = d.qpos[self._base_q + 3 : self._base_q + 7].copy()
+        rot = self.rot_w_from_base
+        f = [np.linalg.norm(d.sensordata[s]) for s in self._foot_force]
+        state = RobotState(
+            stamp_ns=stamp,
+            joint_pos_rad=d.qpos[self._qadr].copy(),
+            joint_vel_rad_s=d.qvel[self._dadr].copy(),
+            joint_torque_nm=np.array(self._applied_torque_nm, dtype=np.float64),
+            base_quat_wxyz=quat,
+            base_ang_vel_body_rad_s=d.sensordata[self._gyro].copy(),
+            base_lin_acc_body_m_s2=d.sensordata[self._accel].copy(),
+            base_lin_vel_body_m_s=rot.T @ d.qvel[self._base_v : self._base_v + 3],
+            foot_force_n=np.array(f, dtype=np.float64),
+        )
+        frame = SensorFrame(state=state, navigation=self._navigation(stamp))
+        if self._scanner is not None:
+            if self._scan_step != self._control_steps:
+                h = self._scanner.scan(d, self.base_pos_w_m, self.roll_pitch_yaw_rad[2])
+                self._scan = HeightScan(stamp, h)
+                self._scan_step = self._control_steps
+            frame.height_scan = self._scan
+        if self._camera is not None:
+            # one capture per depth period (control steps 0-4, 5-9, ... at 10 Hz), at its first read
+            period = self._control_steps // self._depth_every
+            if period != self._depth_period:
+                self._depth = DepthFrame(stamp, self._camera.capture(d, self.base_pos_w_m, rot))
+                self._depth_period = period
+            frame.depth = self._depth
+        return frame
+
+    def _navigation(self, stamp: int) -> NavigationCommand:
+        dy, dny = self._goals.heading_errors(self.roll_pitch_yaw_rad[2])
+        return NavigationCommand(stamp, float(self.config.forward_speed_m_s), dy, dny, terrain_is_flat=self._terrain_is_flat)
+
+    # ------------------------------------------------------------------------------ sim state
+
+    def _require(self) -> None:
+        if self.model is None:
+            raise RuntimeError("MujocoBackend is not connected; call connect() first")
+
+    @property
+    def course(self):
+        """The terrain.Course being simulated (available after connect)."""
+        return self._course
+
+    @property
+    def sim_time_s(self) -> float:
+        return float(self.data.time)
+
+    @property
+    def control_step_count(self) -> int:
+        """Control steps since connect/reset (the depth refresh phase counts from here)."""
+        return self._control_steps
+
+    @property
+    def base_pos_w_m(self) -> np.ndarray:
+        return self.data.qpos[self._base_q : self._base_q + 3].copy()
+
+    @property
+    def base_quat_wxyz(self) -> np.ndarray:
+        return self.data.qpos[self._base_q + 3 : self._base_q + 7].copy()
+
+    @property
+    def rot_w_from_base(self) -> np.ndarray:
+        r = np.zeros(9)
+        self._mujoco.mju_quat2Mat(r, self.data.qpos[self._base_q + 3 : self._base_q + 7])
+        return r.reshape(3, 3)
+
+    @property
+    def roll_pitch_yaw_rad(self) -> tuple[float, float, float]:
+        from ..sim.sensors import roll_pitch_yaw_from_quat_wxyz
+
+        return roll_pitch_yaw_from_quat_wxyz(self.data.qpos[self._base_q + 3 : self._base_q + 7])
+
+    @property
+    def progress_m(self) -> float:
+        """Distance travelled along the course centreline (spawn, goals, run-out)."""
+        return self._course.progress_m(self.base_pos_w_m[:2])
+
+    @property
+    def goals_reached(self) -> int:
+        return self._goals.goals_reached
+
+    @property
+    def current_goal_index(self) -> int:
+        return self._goals.goal_index
+
+    @property
+    def course_complete(self) -> bool:
+        return self._goals.complete
+
+    @property
+    def has_fallen(self) -> bool:
+        """Training's termination: |roll| or |pitch| > 1.5 rad, or the base below fall_base_z_m."""
+        roll, pitch, _ = self.roll_pitch_yaw_rad
+        lim = self.config.fall_roll_pitch_rad
+        return abs(roll) > lim or abs(pitch) > lim or self.base_pos_w_m[2] < self.config.fall_base_z_m
+
+    def set_base_pose(self, pos_w_m, quat_wxyz=None, joint_pos_rad=None) -> None:
+        """Teleport the robot (velocities zeroed), e.g. to test sensors at a known pose."""
+        self._require()
+        d = self.data
+        d.qpos[self._base_q : self._base_q + 3] = pos_w_m
+        if quat_wxyz is not None:
+            q = np.asarray(quat_wxyz, dtype=np.float64)
+            d.qpos[self._base_q + 3 : self._base_q + 7] = q / np.linalg.norm(q)
+        if joint_pos_rad is not None:
+            d.qpos[self._qadr] = joint_pos_rad
+        d.qvel[:] = 0.0
+        self._mujoco.mj_forward(self.model, d)
+        self._pos_stage_current = True
+        self._scan_step = self._depth_period = -1
+
+    # ------------------------------------------------------------------------------ video
+
+    def render_rgb(self, width: int = 640, height: int = 480, camera: str = "chase") -> np.ndarray:
+        """An RGB frame (height, width, 3) uint8 from a model camera ("chase" follows the robot, or "depth_camera").
+
+        Needs an OpenGL context: set MUJOCO_GL=egl (or osmesa, with libosmesa6 installed) before
+        mujoco is first imported when there is no display.
+        """
+        self._require()
+        key = (int(width), int(height))
+        r = self._renderers.get(key)
+        if r is None:
+            try:
+                r = self._mujoco.Renderer(self.model, height=key[1], width=key[0])
+            except Exception as e:  # glfw without a display, missing EGL/OSMesa libraries, ...
+                import os
+
+                raise RenderingUnavailableError(
+                    f"cannot render offscreen (MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')}): {e}. "
+                    "Set MUJOCO_GL=egl (or osmesa, after apt-get install libosmesa6) before importing mujoco."
+                ) from e
+            self._renderers[key] = r
+        r.update_scene(self.data, camera=camera)
+        flags = r.scene.flags
+        flags[self._mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        flags[self._mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        return r.render()
