@@ -200,12 +200,27 @@ class HalServer:
     # ------------------------------------------------------------------------------- driving
     def tick(self, now_ns: int | None = None) -> SensorFrame:
         """One control step: read the backend, publish, run the supervisor, apply its output."""
+        frame = self.observe()
+        self.actuate(now_ns)
+        return frame
+
+    def observe(self) -> SensorFrame:
+        """First half of a control step: read the backend and publish its telemetry."""
         frame = self.backend.read()
         self.publish(frame)
+        return frame
+
+    def actuate(self, now_ns: int | None = None) -> Any:
+        """Second half: run the supervisor and hand its output to the backend.
+
+        Simulators call ``observe()``, wait for the command computed from that observation
+        (``wait_for_command``), then ``actuate()`` and step physics: the action computed from
+        observation k then drives physics step k -> k+1, exactly as in training.
+        """
         cmd = self.supervisor.tick(clock.now_ns() if now_ns is None else now_ns)
         self.backend.apply(cmd)
         self.last_command = cmd
-        return frame
+        return cmd
 
     def run(self, running: threading.Event | None = None, duration_s: float | None = None) -> None:
         """Tick at the profile's control rate until ``running`` is cleared or ``duration_s`` passes."""
@@ -387,7 +402,7 @@ class HalServer:
             "clear_estop": self.supervisor.clear_estop,
         }
         action = payload.get("action") if isinstance(payload, dict) else None
-        if action not in actions:
+        if not isinstance(action, str) or action not in actions:  # e.g. {"action": [1]}: unhashable, found by fuzzing
             return self._refuse(identity, seq, Reason.BAD_PAYLOAD, peer, f"unknown control action {action!r}")
         log.warning("control %r from %s", action, peer)
         return self._ack(identity, seq, actions[action](clock.now_ns()))

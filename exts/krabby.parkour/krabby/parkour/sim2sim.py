@@ -1,0 +1,280 @@
+"""krabby-hal-server-mujoco: the sim-to-sim loop — MuJoCo backend, HAL server and inference client in one process.
+
+    krabby-hal-server-mujoco --terrain flat --duration 20 --summary runs/flat.json --video runs/flat.mp4
+
+The backend, the HAL server, the ZeroMQ transport, the observation builder, the policy and the
+action mapper are the same code that runs in Isaac Sim and on the robot; only the backend differs.
+Each control step: the server publishes the observation, waits for the command computed from it,
+hands the supervisor's output to the backend, and MuJoCo runs 4 physics steps with the training PD.
+
+``--fast`` runs as fast as the machine allows (lock-step with the policy, deterministic);
+``--realtime`` (default) keeps wall-clock time and gives the policy one control period to answer,
+as a robot would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("krabby.sim2sim")
+
+TERRAINS = ("flat", "hurdles", "steps", "gaps", "stones", "slopes", "parkour")
+
+
+def default_checkpoint() -> Path | None:
+    """The bundled demo policy, else the upstream-format fixture beside the checkout (random weights)."""
+    from krabby.hal.robot_profile import config_dir
+
+    repo = config_dir().parent
+    bundled = sorted((repo / "policies" / "go2_demo_teacher").glob("model_*.pt"))
+    if bundled:
+        return bundled[-1]
+    fixture = repo.parent / "shared" / "fixtures" / "parkour" / "teacher" / "model_0.pt"
+    return fixture if fixture.is_file() else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="krabby-hal-server-mujoco", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", help="policy: model_*.pt, an export directory or an ONNX directory (default: the bundled demo policy)")
+    ap.add_argument("--action_dim", type=int, default=12)
+    ap.add_argument("--obs_dim", type=int, default=753)
+    ap.add_argument("--control_rate", type=float, default=None, help="Hz (default: the policy's trained rate, else the robot profile's)")
+    ap.add_argument("--device", default="cpu", help="torch device for the policy")
+    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference runtime")
+    ap.add_argument("--observation_bind", default="inproc://hal_observation")
+    ap.add_argument("--command_bind", default="inproc://hal_commands")
+    ap.add_argument("--insecure-tcp", action="store_true", help="allow a tcp command channel without CURVE keys")
+    ap.add_argument("--robot", default="go2", help="robot profile name or path")
+    ap.add_argument("--terrain", choices=TERRAINS, default="flat")
+    ap.add_argument("--difficulty", type=float, default=None, help="0..1, preset default when omitted")
+    ap.add_argument("--seed", type=int, default=0, help="course seed (same seed, same course)")
+    ap.add_argument("--speed", type=float, default=0.5, help="commanded forward speed, m/s")
+    ap.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--realtime", dest="fast", action="store_false", help="keep wall-clock time (default)")
+    mode.add_argument("--fast", dest="fast", action="store_true", help="as fast as possible, lock-step with the policy")
+    ap.add_argument("--viewer", action="store_true", help="open the MuJoCo viewer (needs a display)")
+    ap.add_argument("--record", metavar="LOG", help="write an MCAP run log (replay it with krabby-replay)")
+    ap.add_argument("--summary", metavar="JSON", help="write the run summary here")
+    ap.add_argument("--video", metavar="OUT", help="write an .mp4 or .gif of the run (offscreen rendering)")
+    ap.add_argument("--video-fps", type=int, default=25)
+    ap.add_argument("--quiet", action="store_true", help="no live status line")
+    ap.set_defaults(fast=False)
+    return ap
+
+
+class VideoWriter:
+    """Offscreen frames -> mp4/gif. Says clearly, once, when rendering is unavailable."""
+
+    def __init__(self, path: str, fps: int, control_rate_hz: float):
+        self.path, self.fps = path, fps
+        self.every = max(1, int(round(control_rate_hz / fps)))
+        self.frames: list[Any] = []
+        self.error: str | None = None
+
+    def maybe_capture(self, backend: Any, step: int) -> None:
+        if self.error is not None or step % self.every:
+            return
+        from krabby.hal.backends.mujoco_backend import RenderingUnavailableError
+
+        try:
+            self.frames.append(backend.render_rgb(480, 320))
+        except RenderingUnavailableError as e:
+            self.error = str(e)
+            print(f"\nvideo: disabled, {e}", file=sys.stderr)
+
+    def write(self) -> str | None:
+        if self.error is not None or not self.frames:
+            return None
+        import imageio.v2 as imageio
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.path.lower().endswith(".gif"):
+            imageio.mimsave(self.path, self.frames[:: max(1, len(self.frames) // 200)], duration=1000 / self.fps, loop=0)
+        else:
+            imageio.mimsave(self.path, self.frames, fps=self.fps, macro_block_size=16)
+        return self.path
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    import numpy as np
+
+    return float(np.percentile(values, q)) if values else None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.video and "MUJOCO_GL" not in os.environ:
+        os.environ["MUJOCO_GL"] = "egl"  # must be set before mujoco is imported; EGL works without a display
+    import zmq
+
+    from krabby.hal.backends.mujoco_backend import MujocoBackend, MujocoBackendConfig
+    from krabby.hal.client import HalClientConfig
+    from krabby.hal.robot_profile import load_robot_profile
+    from krabby.hal.safety import SafetyConfig
+    from krabby.hal.server import HalServer, HalServerConfig
+
+    from .inference import InferenceOptions, ModelWeights, ParkourInferenceClient
+
+    checkpoint = args.checkpoint or default_checkpoint()
+    if checkpoint is None:
+        raise SystemExit("krabby-hal-server-mujoco: no --checkpoint given and no bundled policy found (policies/go2_demo_teacher)")
+    profile = load_robot_profile(args.robot)
+    backend = MujocoBackend(
+        MujocoBackendConfig(robot=args.robot, terrain=args.terrain, seed=args.seed, difficulty=args.difficulty,
+                            forward_speed_m_s=args.speed),
+        profile=profile,
+    )
+    backend.connect()
+    backend.episode = 0
+    ctx = zmq.Context()
+    server_cfg = HalServerConfig(args.observation_bind, args.command_bind, safety=SafetyConfig(arm_on_start=True),
+                                 allow_insecure_tcp=args.insecure_tcp)
+    server = HalServer(backend, server_cfg, context=ctx).start()
+    connect = lambda ep: ep.replace("tcp://*", "tcp://127.0.0.1").replace("tcp://0.0.0.0", "tcp://127.0.0.1")  # noqa: E731
+    client = ParkourInferenceClient(
+        HalClientConfig(connect(args.observation_bind), connect(args.command_bind)),
+        ModelWeights(str(checkpoint), action_dim=args.action_dim, obs_dim=args.obs_dim, backend=args.backend),
+        control_rate=args.control_rate, device=args.device, transport_context=ctx,
+        options=InferenceOptions(lockstep=args.fast, record_path=args.record),
+    )
+    viewer = None
+    try:
+        client.initialize()
+        control_rate = float(client.control_rate or profile.control_rate_hz)
+        running = threading.Event()
+        running.set()
+        client.start_thread(running)
+        if args.viewer:
+            viewer = _open_viewer(backend)
+        video = VideoWriter(args.video, args.video_fps, profile.control_rate_hz) if args.video else None
+        steps = int(round(args.duration * profile.control_rate_hz))
+        period_s = profile.control_dt_s
+        falls, missed, loop_ms = 0, 0, []
+        wall0 = time.perf_counter()
+        next_status = wall0
+        first_wait_s = 10.0  # the first command includes the policy's warm-up
+        progress_before_falls = 0.0
+        for step in range(steps):
+            t_step = time.perf_counter()
+            frame = server.observe()
+            timeout = first_wait_s if step == 0 else (1.0 if args.fast else max(0.0, period_s - (time.perf_counter() - t_step) - 0.002))
+            if not server.wait_for_command(frame.state.stamp_ns, timeout):
+                missed += 1
+            server.actuate()
+            backend.step_control()
+            if backend.has_fallen:
+                falls += 1
+                progress_before_falls += backend.progress_m
+                log.warning("fall at t=%.2f s (fall %d): respawning", backend.sim_time_s, falls)
+                backend.reset()
+                backend.episode += 1
+            if video is not None:
+                video.maybe_capture(backend, step)
+            if viewer is not None:
+                viewer.sync()
+            loop_ms.append((time.perf_counter() - t_step) * 1e3)
+            if not args.fast:
+                delay = wall0 + (step + 1) * period_s - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            now = time.perf_counter()
+            if not args.quiet and now >= next_status:
+                next_status = now + 0.5
+                m = client.metrics()
+                print(f"\rt={(step + 1) * period_s:5.1f} s  rate={(step + 1) / (now - wall0):6.1f} Hz  "
+                      f"compute={m['compute_ms_p50'] or 0:5.2f} ms  obs age={m['obs_age_ms_p50'] or 0:5.2f} ms  "
+                      f"safety={server.supervisor.state.name:6s}  distance={progress_before_falls + backend.progress_m:5.2f} m  "
+                      f"falls={falls}", end="", flush=True)
+        wall_s = time.perf_counter() - wall0
+        if not args.quiet:
+            print()
+        running.clear()
+        client.stop()
+        m = client.metrics()
+        snap = server.supervisor.snapshot()
+        summary = {
+            "checkpoint": str(checkpoint), "policy_kind": client.policy.kind if client.policy else None,
+            "backend": args.backend, "terrain": args.terrain, "seed": args.seed, "speed_cmd_m_s": args.speed,
+            "mode": "fast" if args.fast else "realtime",
+            "sim_time_s": round(steps * period_s, 6), "wall_time_s": wall_s, "realtime_factor": steps * period_s / wall_s,
+            "distance_m": progress_before_falls + backend.progress_m,
+            "distance_final_episode_m": backend.progress_m,
+            "mean_speed_m_s": (progress_before_falls + backend.progress_m) / (steps * period_s),
+            "falls": falls, "goals_reached": backend.goals_reached, "course_complete": backend.course_complete,
+            "control_rate_hz_target": control_rate, "control_rate_hz_achieved": steps / wall_s,
+            "commands_missed": missed,
+            "loop_ms_p50": _pct(loop_ms, 50), "loop_ms_p99": _pct(loop_ms, 99),
+            "compute_ms_p50": m["compute_ms_p50"], "compute_ms_p99": m["compute_ms_p99"],
+            "obs_age_ms_p50": m["obs_age_ms_p50"], "obs_age_ms_p99": m["obs_age_ms_p99"],
+            "commands_accepted": m["commands_accepted"], "commands_refused": m["commands_refused"],
+            "safety": {
+                "final_state": snap["state"], "watchdog_trips": snap["watchdog_trips"],
+                "clamped_commands": snap["clamped_commands"], "refusals": snap["refusals"],
+                "events": [{"t_ns": e.stamp_ns, "kind": e.kind, "detail": e.detail} for e in server.supervisor.events],
+            },
+            "record": args.record, "video": None,
+        }
+        if video is not None:
+            summary["video"] = video.write()
+            if summary["video"] is None:
+                summary["video_error"] = video.error or "no frames"
+        return summary
+    finally:
+        if viewer is not None:
+            viewer.close()
+        client.stop()
+        server.close()
+        backend.disconnect()
+        ctx.destroy(0)
+
+
+def _open_viewer(backend: Any) -> Any:
+    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+        print("viewer: no display here (DISPLAY is unset); running without it", file=sys.stderr)
+        return None
+    import mujoco.viewer
+
+    return mujoco.viewer.launch_passive(backend.model, backend.data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("krabby.hal.safety").setLevel(logging.ERROR)  # transitions go to the summary
+    from krabby.hal.server import HalError
+    from krabby.parkour.policy import PolicyLoadError
+
+    try:
+        summary = run(args)
+    except (HalError, PolicyLoadError, ValueError, FileNotFoundError) as e:
+        print(f"krabby-hal-server-mujoco: {e}", file=sys.stderr)
+        return 2
+    text = json.dumps(summary, indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o))
+    if args.summary:
+        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary).write_text(text + "\n")
+    print(f"{summary['terrain']}: {summary['distance_m']:.2f} m in {summary['sim_time_s']:.0f} s, falls {summary['falls']}, "
+          f"goals {summary['goals_reached']}, watchdog trips {summary['safety']['watchdog_trips']}, "
+          f"{summary['control_rate_hz_achieved']:.0f} Hz achieved ({summary['mode']})")
+    if args.summary:
+        print(f"summary: {args.summary}")
+    if summary.get("video"):
+        print(f"video:   {summary['video']}")
+    elif args.video:
+        print(f"video:   not written ({summary.get('video_error')})")
+    if args.record:
+        print(f"log:     {args.record}  (check it with: krabby-replay {args.record})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
