@@ -2,7 +2,9 @@
 
 Why: the 50 Hz control loop has 20 ms per step, and the wrapper (input checks, numpy↔torch,
 estimator substitution on a copy, GRU bookkeeping) must cost little next to the network itself.
-Each row times the public call and the bare forward of the same network in the same run:
+Each row times the public call and the bare forward of the same network in the same run. The
+"full step" rows time what the inference client does per control step (ObservationBuilder.build
+from HAL telemetry + policy + ActionMapper.step) next to the bare forward (target: within 1.3x):
 
 - torch bare = Krabby's nn.Modules called directly under inference_mode on prepared tensors;
 - onnx bare  = InferenceSession.run on prepared numpy feeds, same graphs as the policy uses.
@@ -26,7 +28,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from krabby.hal.backends.loopback_double import LoopbackTestDouble
+from krabby.hal.robot_profile import load_robot_profile
 from krabby.parkour import load_policy, networks, obs_layout
+from krabby.parkour.actions import ActionMapper
+from krabby.parkour.observation import ObservationBuilder, apply_predicted_yaw, proprio_for_depth_encoder
 from krabby.parkour.onnx_export import export_onnx
 from krabby.parkour.policy import PolicyWeights, read_weights
 
@@ -138,11 +144,39 @@ def cases_for(kind: str, backend: str, checkpoint: Path, onnx_dir: Path, n_actor
         def bare_depth() -> object:
             return sessions["depth"].run(None, {"depth": depth, "proprio": proprio, "h_in": h})
 
+    # The whole control step as the inference client runs it: telemetry -> build -> infer -> map.
+    profile = load_robot_profile("go2")
+    frame = LoopbackTestDouble(profile).read()  # its first read carries state, scan, navigation and depth
+    builder = ObservationBuilder(profile, kind=kind)
+    mapper = ActionMapper.for_kind(profile, kind)
+
+    def build() -> np.ndarray:
+        return builder.build(frame.state, frame.navigation, last_action_policy=mapper.last_raw_action,
+                             height_scan=frame.height_scan, depth=frame.depth)
+
     if kind == "teacher":
+        def full_step() -> object:
+            return mapper.step(policy.act(build()[None], use_estimator=True)[0])
+
         return [
             ("teacher act, no estimator", lambda: policy.act(obs, use_estimator=False), bare_actor, n_actor),
             ("teacher act, estimator", lambda: policy.act(obs, use_estimator=True), bare_est_actor, n_actor),
+            ("teacher full step", full_step, bare_est_actor, n_actor),
         ]
+
+    build()  # the student's depth buffer holds a frame from here on
+    held = {"latent": latent, "yaw": np.zeros((1, 2), np.float32)}
+
+    def full_step_held() -> object:
+        o = build()
+        apply_predicted_yaw(o, held["yaw"][0])
+        return mapper.step(policy.act(o[None], use_estimator=True, depth_latent=held["latent"])[0])
+
+    def full_step_encoder() -> object:
+        o = build()
+        held["latent"], held["yaw"] = policy.encode_depth(builder.depth_for_encoder[None], proprio_for_depth_encoder(o)[None])
+        apply_predicted_yaw(o, held["yaw"][0])
+        return mapper.step(policy.act(o[None], use_estimator=True, depth_latent=held["latent"])[0])
 
     def step() -> object:
         held, _ = policy.encode_depth(depth, proprio)
@@ -157,6 +191,8 @@ def cases_for(kind: str, backend: str, checkpoint: Path, onnx_dir: Path, n_actor
          bare_est_actor, n_actor),
         ("student encode_depth", lambda: policy.encode_depth(depth, proprio), bare_depth, n_depth),
         ("student encoder step (both)", step, bare_step, n_depth),
+        ("student full step, held latent", full_step_held, bare_est_actor, n_actor),
+        ("student full step, encoder", full_step_encoder, bare_step, n_depth),
     ]
 
 

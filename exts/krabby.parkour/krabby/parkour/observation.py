@@ -384,7 +384,10 @@ class ObservationBuilder:
         a = np.asarray(value, dtype=np.float64)
         if a.shape != (n,):
             raise ValueError(f"{what} must have shape ({n},), got {a.shape}")
+        # fast path first (this runs for every vector of every control step): one reduction, no temporaries kept
+        if np.isfinite(a.sum()) or (allow_neg_inf and not (np.isnan(a).any() or (a == np.inf).any())):
+            return a
         bad = np.isnan(a) | (a == np.inf) if allow_neg_inf else ~np.isfinite(a)
-        if np.any(bad):
-            raise ValueError(f"{what} has non-finite entries at {np.flatnonzero(bad).tolist()}")
-        return a
+        if not bad.any():  # finite values whose sum overflowed
+            return a
+        raise ValueError(f"{what} has non-finite entries at {np.flatnonzero(bad).tolist()}")
