@@ -1,0 +1,347 @@
+"""krabby-hal-server-isaac: serve an Isaac Lab env through the HAL, with the inference client in the same process.
+
+    krabby-hal-server-isaac --task Isaac-Extreme-Parkour-Teacher-Unitree-Go2-Play-v0 \\
+        --checkpoint logs/model_50000.pt --headless
+    python -m krabby.hal.isaac.main --task ... --checkpoint ... --headless
+
+Every Isaac Lab AppLauncher flag is accepted (``--headless``, ``--device``, ``--enable_cameras``,
+``--livestream``, ``--kit_args`` ...); ``--device`` is also the policy's torch device. Without
+``--checkpoint`` only the HAL is served and an external client (another process, another machine)
+drives the env.
+
+Order, as Isaac Lab requires: parse the arguments, launch the app, and only then import gymnasium,
+torch and isaaclab_tasks and ``gym.make`` the task. The env is stepped in lock-step with the HAL:
+publish the observation, wait (bounded) for the command computed from it, convert the absolute joint
+targets back to the env's action units, ``env.step``.
+
+Action units: the env's joint-position action term computes ``target = offset + scale * a``
+(offset = the default joint pose, scale = 0.25 for the parkour Go2), so a HAL target becomes
+``a = (target - offset) / scale`` in the action term's joint order, matched BY NAME. Damp /
+zero-torque commands (safety) become "target = measured position", i.e. damping only. The env's own
+action delay is switched off (``use_delay = False``): the inference client already applies the
+student's one-step delay, and a second one would double it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+INSTALL_HINT = (
+    "krabby-hal-server-isaac needs Isaac Lab 2.3 on Isaac Sim 5.1 in this Python: install both (Isaac Lab's pip "
+    "installation guide), or run it as `./isaaclab.sh -p -m krabby.hal.isaac.main ...`; see exts/krabby.hal/docs/isaac.md"
+)
+
+#: AppLauncher owns these flags; defining them ourselves makes AppLauncher raise ValueError.
+APP_LAUNCHER_RESERVED = frozenset({
+    "headless", "livestream", "enable_cameras", "xr", "device", "experience", "rendering_mode", "kit_args", "verbose", "info",
+})
+
+
+# ------------------------------------------------------------------------------------ arguments
+def build_parser(add_app_launcher_args: Optional[Callable[[argparse.ArgumentParser], None]] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="krabby-hal-server-isaac",
+        description="Serve an Isaac Lab env through the Krabby HAL (ZeroMQ) and run the parkour policy against it.",
+    )
+    p.add_argument("--task", required=True, help="gym id of the Isaac Lab task, e.g. Isaac-Extreme-Parkour-Teacher-Unitree-Go2-Play-v0")
+    p.add_argument("--checkpoint", default=None, help="policy checkpoint (.pt / .onnx) run in-process; omit to serve the HAL only")
+    p.add_argument("--action_dim", type=int, default=12, help="policy output size (default 12)")
+    p.add_argument("--obs_dim", type=int, default=753, help="policy observation size (default 753)")
+    p.add_argument("--control_rate", type=float, default=None, help="policy rate in Hz (default: the env's, 1/step_dt)")
+    p.add_argument("--observation_bind", default="inproc://hal_observation", help="telemetry PUB endpoint (default inproc)")
+    p.add_argument("--command_bind", default="inproc://hal_commands", help="command ROUTER endpoint (default inproc)")
+    p.add_argument("--robot_profile", default="go2", help="robot profile name or .toml path (default go2)")
+    p.add_argument("--lockstep_timeout_s", type=float, default=0.5, help="longest wait for the command of each observation")
+    p.add_argument("--forward_speed", type=float, default=0.5, help="navigation command: forward speed in m/s")
+    p.add_argument("--max_steps", type=int, default=0, help="stop after this many control steps (0 = run until the app closes)")
+    p.add_argument("--keep_env_action_delay", action="store_true", help="keep the env's own action delay (normally switched off)")
+    p.add_argument("--insecure_tcp", action="store_true", help="allow an unauthenticated tcp command channel (explicit opt-out)")
+    if add_app_launcher_args is not None:
+        add_app_launcher_args(p)  # --headless, --device, --enable_cameras, --livestream, --kit_args, ...
+    return p
+
+
+def validate_args(args: argparse.Namespace) -> list[str]:
+    """Problems a user can fix, one line each (checked before the app is launched)."""
+    errors = []
+    if args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_file():
+        errors.append(f"--checkpoint {args.checkpoint!r} not found")
+    if args.action_dim <= 0 or args.obs_dim <= 0:
+        errors.append("--action_dim and --obs_dim must be positive")
+    if args.control_rate is not None and not args.control_rate > 0:
+        errors.append("--control_rate must be positive")
+    if args.lockstep_timeout_s < 0:
+        errors.append("--lockstep_timeout_s must be >= 0")
+    for name in ("observation_bind", "command_bind"):
+        ep = getattr(args, name)
+        if not ep.startswith(("inproc://", "tcp://", "ipc://")):
+            errors.append(f"--{name} {ep!r} must start with inproc://, tcp:// or ipc://")
+    return errors
+
+
+# ---------------------------------------------------------------------------------- action units
+@dataclass(frozen=True)
+class ActionUnits:
+    """The env's joint-position action: target = offset + scale * a, in the action term's joint order."""
+
+    joint_names: tuple[str, ...]
+    offset_rad: np.ndarray
+    scale: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.joint_names)
+        object.__setattr__(self, "offset_rad", np.broadcast_to(np.asarray(self.offset_rad, dtype=np.float64), (n,)).copy())
+        object.__setattr__(self, "scale", np.broadcast_to(np.asarray(self.scale, dtype=np.float64), (n,)).copy())
+        if np.any(self.scale == 0) or not np.all(np.isfinite(self.scale)):
+            raise ValueError(f"action scale must be finite and non-zero, got {self.scale.tolist()}")
+
+    @classmethod
+    def from_profile(cls, profile) -> "ActionUnits":
+        """The training action term of the profile: policy joint order, default pose offset, action_scale."""
+        return cls(tuple(profile.policy_joint_names), profile.to_policy_order(profile.default_pos_rad), profile.action_scale)
+
+    @classmethod
+    def from_action_term(cls, term: Any, robot_joint_names: Sequence[str], default_joint_pos: np.ndarray) -> "ActionUnits":
+        """From an Isaac Lab JointPositionAction term: its joints, resolved scale and offset (or its cfg)."""
+        from .env_backend import to_numpy
+
+        names = list(getattr(term, "_joint_names", None) or robot_joint_names)
+        scale = getattr(term, "_scale", None)
+        offset = getattr(term, "_offset", None)
+        cfg = getattr(term, "cfg", None)
+        if scale is None:
+            scale = getattr(cfg, "scale", 1.0)
+        if offset is None:
+            if getattr(cfg, "use_default_offset", False):
+                ids = [list(robot_joint_names).index(n) for n in names]
+                offset = np.asarray(default_joint_pos, dtype=np.float64)[ids]
+            else:
+                offset = getattr(cfg, "offset", 0.0)
+        scale = to_numpy(scale) if not isinstance(scale, (int, float)) else scale
+        offset = to_numpy(offset) if not isinstance(offset, (int, float)) else offset
+        scale, offset = np.asarray(scale, dtype=np.float64), np.asarray(offset, dtype=np.float64)
+        if scale.ndim == 2:  # (num_envs, joints)
+            scale = scale[0]
+        if offset.ndim == 2:
+            offset = offset[0]
+        return cls(tuple(names), offset, scale)
+
+    def to_actions(self, targets_robot_rad: np.ndarray, profile) -> np.ndarray:
+        """Absolute joint targets (robot order, rad) -> env actions a = (target - offset) / scale."""
+        by_name = dict(zip(profile.joint_names, np.asarray(targets_robot_rad, dtype=np.float64)))
+        missing = [n for n in self.joint_names if n not in by_name]
+        if missing:
+            raise ValueError(f"the env's action joints {', '.join(missing)} are not in robot profile {profile.name!r}")
+        t = np.array([by_name[n] for n in self.joint_names])
+        return (t - self.offset_rad) / self.scale
+
+    def to_targets(self, actions: np.ndarray, profile) -> np.ndarray:
+        """Env actions -> absolute targets in robot order (the inverse, e.g. for checks)."""
+        t = self.offset_rad + self.scale * np.asarray(actions, dtype=np.float64)
+        by_name = dict(zip(self.joint_names, t))
+        return np.array([by_name[n] for n in profile.joint_names])
+
+
+def command_targets(command: Any, measured_pos_rad: np.ndarray) -> np.ndarray:
+    """Joint targets (robot order) the env should track for a supervisor command.
+
+    POSITION: the command's targets. DAMP / ZERO_TORQUE cannot be expressed as position actions; the
+    target becomes the measured position, so the env's PD gives damping only (-kd * qd).
+    """
+    from ..types import ActuatorMode
+
+    if command is None or command.mode != ActuatorMode.POSITION:
+        return np.asarray(measured_pos_rad, dtype=np.float64).copy()
+    return np.asarray(command.target_pos_rad, dtype=np.float64)
+
+
+def disable_action_delay(env_cfg: Any) -> list[str]:
+    """Switch off ``use_delay`` on every action term that has it; returns the names switched off."""
+    actions = getattr(env_cfg, "actions", None)
+    changed = []
+    for name, term in (vars(actions).items() if actions is not None else []):
+        if getattr(term, "use_delay", False):
+            term.use_delay = False
+            changed.append(name)
+    return changed
+
+
+def action_units_from_env(unwrapped: Any, profile) -> ActionUnits:
+    """The single joint-position action term of the env, or the profile's training term if it cannot be read."""
+    from .env_backend import to_numpy
+
+    manager = getattr(unwrapped, "action_manager", None)
+    robot = unwrapped.scene["robot"]
+    if manager is not None:
+        names = list(getattr(manager, "active_terms", []))
+        if len(names) == 1:
+            return ActionUnits.from_action_term(manager.get_term(names[0]), list(robot.joint_names), to_numpy(robot.data.default_joint_pos)[0])
+        if len(names) > 1:
+            raise ValueError(f"the env has {len(names)} action terms ({', '.join(names)}); krabby drives one joint-position term")
+    return ActionUnits.from_profile(profile)
+
+
+# --------------------------------------------------------------------------------------- loop
+class EnvStepper:
+    """Lock-step glue between a HalServer and an env: after publishing, wait for the command, convert it."""
+
+    def __init__(self, server: Any, units: ActionUnits, profile, lockstep_timeout_s: float = 0.5):
+        self.server, self.units, self.profile = server, units, profile
+        self.lockstep_timeout_s = lockstep_timeout_s
+        self.waits = 0
+        self.timeouts = 0
+
+    def actions_for(self, frame: Any) -> np.ndarray:
+        """Env actions for the step after ``frame`` was published (robot order in, action order out)."""
+        from ..safety import SafetyState
+
+        server = self.server
+        state = server.supervisor.state
+        commanding = state == SafetyState.ACTIVE or (state == SafetyState.ARMED and server.status()["clients"] > 0)
+        if commanding and self.lockstep_timeout_s > 0:
+            self.waits += 1
+            if server.wait_for_command(frame.state.stamp_ns, self.lockstep_timeout_s):
+                server.actuate()
+            else:
+                self.timeouts += 1
+        targets = command_targets(server.last_command, frame.state.joint_pos_rad)
+        return self.units.to_actions(targets, self.profile)
+
+
+def serve_env(env: Any, server: Any, units: ActionUnits, profile, *, is_running: Callable[[], bool],
+              to_env_action: Callable[[np.ndarray], Any] = lambda a: a[None], max_steps: int = 0,
+              lockstep_timeout_s: float = 0.5, on_reset: Optional[Callable[[], None]] = None) -> int:
+    """Reset, then publish -> wait for command -> env.step until ``is_running()`` is false; returns steps run."""
+    env.reset()
+    frame = server.tick()
+    stepper = EnvStepper(server, units, profile, lockstep_timeout_s)
+    steps = 0
+    while is_running() and (not max_steps or steps < max_steps):
+        result = env.step(to_env_action(stepper.actions_for(frame)))
+        if on_reset is not None and len(result) == 5:
+            terminated, truncated = result[2], result[3]
+            if bool(np.any(_np_bool(terminated)) or np.any(_np_bool(truncated))):
+                on_reset()
+        frame = server.tick()
+        steps += 1
+    return steps
+
+
+def _np_bool(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=bool)
+
+
+# --------------------------------------------------------------------------------------- main
+def isaaclab_available() -> bool:
+    return importlib.util.find_spec("isaaclab") is not None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    if not isaaclab_available():
+        print(INSTALL_HINT, file=sys.stderr)
+        return 1
+    from isaaclab.app import AppLauncher
+
+    parser = build_parser(AppLauncher.add_app_launcher_args)
+    args, rest = parser.parse_known_args(argv)
+    errors = validate_args(args)
+    if errors:
+        parser.error("; ".join(errors))
+    sys.argv = [sys.argv[0]] + list(rest)  # our flags must not reach Kit / Hydra
+    app_launcher = AppLauncher(args)
+    simulation_app = app_launcher.app
+    try:
+        return run(args, simulation_app)
+    finally:
+        simulation_app.close()
+
+
+def run(args: argparse.Namespace, simulation_app: Any) -> int:
+    """Everything after the app is up: imports that need it, env, HAL server, in-process client, loop."""
+    import gymnasium as gym
+    import torch
+    import zmq
+
+    import isaaclab_tasks  # noqa: F401 - registers the Isaac Lab tasks
+    from isaaclab_tasks.utils import parse_env_cfg
+
+    try:  # the Isaaclab_Parkour tasks register themselves on import, when installed
+        import parkour_tasks  # noqa: F401
+    except ImportError:
+        pass
+
+    from ..client import HalClientConfig
+    from ..ext_settings import connect_endpoint
+    from ..robot_profile import load_robot_profile
+    from ..safety import SafetyConfig
+    from ..server import HalError, HalServer, HalServerConfig
+    from ..sim_articulation import HeadingHoldNavigation
+    from .env_backend import IsaacLabEnvBackend
+
+    device = getattr(args, "device", None) or "cuda:0"
+    env_cfg = parse_env_cfg(args.task, device=device, num_envs=1)
+    if not args.keep_env_action_delay:
+        for name in disable_action_delay(env_cfg):
+            print(f"krabby: switched off the env's action delay on term {name!r} (the inference client applies it)")
+    env = gym.make(args.task, cfg=env_cfg)
+    unwrapped = env.unwrapped
+    profile = load_robot_profile(args.robot_profile)
+    units = action_units_from_env(unwrapped, profile)
+    backend = IsaacLabEnvBackend(env, profile, navigation=HeadingHoldNavigation(args.forward_speed))
+    context = zmq.Context.instance()
+    config = HalServerConfig(observation_bind=args.observation_bind, command_bind=args.command_bind,
+                             safety=SafetyConfig(arm_on_start=True), allow_insecure_tcp=args.insecure_tcp)
+    try:
+        server = HalServer(backend, config, context=context).start()
+    except HalError as e:
+        print(f"krabby-hal-server-isaac: {e}", file=sys.stderr)
+        env.close()
+        return 1
+    runner = None
+    try:
+        if args.checkpoint:
+            from krabby.parkour.inference import InferenceOptions
+            from krabby.parkour.panel_model import PolicyRunner, PolicyStartError
+
+            runner = PolicyRunner()
+            try:
+                runner.start(
+                    args.checkpoint, hal_client_config=HalClientConfig(
+                        observation_endpoint=connect_endpoint(args.observation_bind),
+                        command_endpoint=connect_endpoint(args.command_bind), client_name="krabby-hal-server-isaac"),
+                    context=context, control_rate=args.control_rate or 1.0 / float(unwrapped.step_dt), device=device,
+                    action_dim=args.action_dim, obs_dim=args.obs_dim, options=InferenceOptions(lockstep=True),
+                )
+            except PolicyStartError as e:
+                print(f"krabby-hal-server-isaac: {e}", file=sys.stderr)
+                return 1
+        print(f"krabby: serving {args.task} on {args.observation_bind} / {args.command_bind}"
+              + (f" with {args.checkpoint}" if args.checkpoint else " (no policy: waiting for an external client)"))
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            steps = serve_env(
+                env, server, units, profile, is_running=simulation_app.is_running, max_steps=args.max_steps,
+                to_env_action=lambda a: torch.as_tensor(a, dtype=torch.float32, device=unwrapped.device)[None],
+                lockstep_timeout_s=args.lockstep_timeout_s, on_reset=backend.on_reset,
+            )
+        print(f"krabby: {steps} control steps in {time.perf_counter() - t0:.1f} s")
+        return 0
+    finally:
+        if runner is not None:
+            runner.stop()
+        server.close()
+        env.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
