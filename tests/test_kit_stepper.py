@@ -84,6 +84,11 @@ class _StubServer:
         self.waited.append(stamp)
         return self.command_arrives
 
+    def actuate(self):  # HalServer.actuate: the supervisor's current output to the backend, no re-read
+        self.last_command = self.supervisor.tick(0)
+        self.backend.apply(self.last_command)
+        return self.last_command
+
 
 class _StubBackend:
     def __init__(self, ready_after=0):
