@@ -1,0 +1,204 @@
+"""The robot runner CLI (``jetson/run.py``, console script ``krabby-hal-server-jetson``).
+
+Composes the robot-side stack (``krabby.hal.robot.runner.RobotStack``: Go2 over DDS, ZED Mini,
+robot safety supervisor, HAL server) with the ``ParkourInferenceClient`` over inproc in one
+process. It lives in krabby.parkour because krabby.hal never imports krabby.parkour (DESIGN §2).
+Without ``--checkpoint`` it runs the HAL server alone, for a policy on another machine (tcp).
+
+    python jetson/run.py --checkpoint model.pt                    # on the robot: dry run until you enable torque (--live)
+    python jetson/run.py --sim --checkpoint model.pt --arm-policy # rehearsal on a laptop (simulated Go2 over DDS)
+
+Imports nothing from Kit; Python 3.10 compatible (JetPack 6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+log = logging.getLogger("krabby.parkour.jetson")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="krabby-hal-server-jetson",
+        description="Run a parkour policy on the Go2 (or its simulated twin) through the Krabby HAL. "
+                    "Dry run by default: zero torque until the operator enables it (needs --live).")
+    ap.add_argument("--checkpoint", help="policy checkpoint (rsl_rl model_*.pt, TorchScript or ONNX); omit to run the HAL server only")
+    ap.add_argument("--action_dim", type=int, default=12)
+    ap.add_argument("--obs_dim", type=int, default=753)
+    ap.add_argument("--control_rate", type=float, default=None, help="policy rate in Hz (default: the checkpoint's params/env.yaml, else 50)")
+    ap.add_argument("--device", default="cpu", help="torch device for the policy (cpu, cuda)")
+    ap.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    ap.add_argument("--observation_bind", default=None, help="HAL telemetry endpoint (default: the deployment's, inproc)")
+    ap.add_argument("--command_bind", default=None, help="HAL command endpoint (default: the deployment's, inproc)")
+    ap.add_argument("--insecure-tcp", action="store_true", help="allow an unauthenticated tcp command channel (explicit opt-out)")
+    ap.add_argument("--robot", default=None, help="robot profile name or path (default: the deployment's)")
+    ap.add_argument("--deploy", default="go2_jetson", help="deployment profile name (config/deploy/<name>.toml) or path")
+    ap.add_argument("--sim", action="store_true", help="use the simulated Go2 low-level node (MuJoCo over DDS on loopback)")
+    ap.add_argument("--sim-physics", choices=("mujoco", "double"), default="mujoco")
+    ap.add_argument("--sim-terrain", default="flat")
+    ap.add_argument("--live", action="store_true", help="allow the operator to enable torque (on the robot; --sim always allows it)")
+    ap.add_argument("--arm-policy", action="store_true", help="--sim only: enable torque, stand up and arm the policy by script")
+    ap.add_argument("--script", default=None, help='timed operator actions, e.g. "1:stand_up,4:arm_policy,10:estop"')
+    ap.add_argument("--camera", choices=("auto", "zed", "none"), default="auto", help="auto: ZED on the robot, none in --sim")
+    ap.add_argument("--domain", type=int, default=None, help="DDS domain id override")
+    ap.add_argument("--record", default="runs", help="folder for the MCAP run log ('' = no recording)")
+    ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    ap.add_argument("--no-dashboard", action="store_true", help="log a status line every 2 s instead of the terminal dashboard")
+    ap.add_argument("--no-keyboard", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    return ap
+
+
+def _client_endpoint(bind: str) -> str:
+    return bind.replace("tcp://*:", "tcp://127.0.0.1:").replace("tcp://0.0.0.0:", "tcp://127.0.0.1:")
+
+
+class Runner:
+    """The composed runner, usable from tests: ``start()``, ``view()``, ``stop()``."""
+
+    def __init__(self, args: argparse.Namespace, context: Any = None):
+        import zmq
+
+        from krabby.hal.robot.deploy_config import load_deploy_config
+        from krabby.hal.robot.runner import RobotStack, StackOptions
+
+        self.args = args
+        self.context = context or zmq.Context()
+        self._own_context = context is None
+        deploy = load_deploy_config(args.deploy)
+        if args.robot:
+            deploy.robot = args.robot
+        self.stack = RobotStack(deploy, StackOptions(
+            sim=args.sim, live=args.live, camera=args.camera, script=args.script, arm_policy=args.arm_policy,
+            domain_id=args.domain, sim_physics=args.sim_physics, sim_terrain=args.sim_terrain,
+            keyboard=not args.no_keyboard, gamepad=not args.sim, insecure_tcp=args.insecure_tcp,
+            observation_bind=args.observation_bind, command_bind=args.command_bind, defer_inputs=True), context=self.context)
+        self.client: Any = None
+        self.running = threading.Event()
+        self.record_path: Optional[Path] = None
+
+    def start(self) -> "Runner":
+        self.stack.start()
+        if self.args.checkpoint:
+            try:
+                self._start_client()
+            except BaseException:
+                self.stack.stop()
+                raise
+        self.stack.start_inputs()  # operator actions (and --arm-policy's script) only once the policy is ready
+        return self
+
+    def _start_client(self) -> None:
+        from krabby.hal.client import HalClientConfig
+
+        from .inference import InferenceOptions, ModelWeights, ParkourInferenceClient
+
+        a, srv = self.args, self.stack.server
+        assert srv is not None
+        options = InferenceOptions()
+        if a.record:
+            try:
+                import mcap  # noqa: F401
+
+                self.record_path = Path(a.record) / time.strftime(f"robot{'-sim' if a.sim else ''}-%Y%m%d-%H%M%S.mcap")
+                options.record_path = str(self.record_path)
+            except ImportError:
+                log.warning("recording off: the MCAP library is missing (pip install 'krabby[record]')")
+        self.client = ParkourInferenceClient(
+            HalClientConfig(observation_endpoint=_client_endpoint(srv.config.observation_bind),
+                            command_endpoint=_client_endpoint(srv.config.command_bind), client_name="jetson-runner"),
+            model_weights=ModelWeights(a.checkpoint, action_dim=a.action_dim, obs_dim=a.obs_dim, backend=a.backend),
+            control_rate=a.control_rate, device=a.device, transport_context=self.context, options=options)
+        self.client.initialize()
+        self.running.set()
+        self.client.start_thread(self.running)
+
+    def view(self) -> tuple:
+        """(status dict, per-joint arrays, operator messages) for the dashboard."""
+        st = self.stack
+        s = {"robot": st.robot_status(), "hal_state": st.server.supervisor.state.name if st.server else "-",
+             "policy": self.client.metrics() if self.client is not None else None}
+        joints = {}
+        be = st.backend
+        fb = be.lowlevel.latest() if be is not None else None
+        if fb is not None:
+            joints = {"q": fb.joint_pos_rad, "tau": fb.joint_tau_est_nm, "temp_c": fb.motor_temp_c}
+        out = st.supervisor.last_output
+        if out is not None:
+            joints["target"] = (out.would_send or out).target_pos_rad
+        return s, joints, list(st.messages)
+
+    def stop(self) -> None:
+        self.running.clear()
+        if self.client is not None:
+            self.client.stop()
+            self.client = None
+        self.stack.stop()
+        if self._own_context:
+            self.context.term()
+
+
+class _ExpectedRefusals(logging.Filter):
+    """Drop the HAL's NOT_ARMED refusal lines: before the operator arms, every policy command is refused
+    by design (the dashboard counts them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "NOT_ARMED" not in record.getMessage()
+
+
+def run(args: argparse.Namespace) -> int:
+    from krabby.hal.robot.dashboard import Dashboard, status_line
+
+    runner = Runner(args).start()
+    stop = threading.Event()
+    if args.duration is not None:
+        threading.Timer(args.duration, stop.set).start()
+    quit_watch = threading.Thread(target=lambda: (runner.stack.quit.wait(), stop.set()), daemon=True)
+    quit_watch.start()
+    try:
+        use_dash = not args.no_dashboard and sys.stdout.isatty()
+        if use_dash:
+            try:
+                Dashboard(runner.stack.profile.joint_names).run(runner.view, stop)
+            except ImportError:
+                use_dash = False
+        if not use_dash:
+            while not stop.wait(2.0):
+                log.warning("%s", status_line(runner.view()[0]))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+        if runner.record_path is not None:
+            print(f"run recorded to {runner.record_path}")
+    return 0
+
+
+def main(argv: Optional[list] = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
+    for name in ("krabby.hal.server", "krabby.parkour.inference"):
+        logging.getLogger(name).addFilter(_ExpectedRefusals())
+    from krabby.hal.devices.unitree_go_dds import DdsError
+    from krabby.hal.robot.runner import RunnerError
+    from krabby.hal.robot_profile import ProfileError
+    from krabby.hal.server import HalError
+
+    try:
+        sys.exit(run(args))
+    except (RunnerError, ProfileError, DdsError, HalError, FileNotFoundError, ValueError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        sys.exit(f"krabby-hal-server-jetson: {e}")
+
+
+if __name__ == "__main__":
+    main()
