@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -29,9 +30,10 @@ def teacher_ckpt(tmp_path_factory):
 def run_loop(profile, ckpt, steps, tmp_path, **opts):
     ctx = zmq.Context()
     obs, cmd = endpoints("inproc")
-    server = HalServer(LoopbackTestDouble(profile), HalServerConfig(obs, cmd, safety=SafetyConfig(arm_on_start=True)), context=ctx).start()
+    safety = SafetyConfig(arm_on_start=True, watchdog_s=1.0, max_command_age_s=1.0)  # lock-step: a loaded CI box may stall
+    server = HalServer(LoopbackTestDouble(profile), HalServerConfig(obs, cmd, safety=safety), context=ctx).start()
     client = ParkourInferenceClient(HalClientConfig(obs, cmd), ModelWeights(str(ckpt)), 50.0, transport_context=ctx,
-                                    options=InferenceOptions(lockstep=True, **opts))
+                                    options=InferenceOptions(lockstep=True, **{"max_obs_age_s": 1.0, **opts}))
     client.initialize()
     running = threading.Event()
     running.set()
@@ -80,8 +82,6 @@ def test_never_acts_on_stale_telemetry(profile, teacher_ckpt):
     try:
         server.tick()
         sample = client.hal.wait_new(Kind.STATE, 1.0)
-        import time
-
         time.sleep(0.05)
         assert client.step(sample) is None
         assert client.counters.stale_skipped == 1 and server.stats["commands_accepted"] == 0
@@ -135,3 +135,25 @@ def test_student_loop_runs_depth_encoder_and_replays(profile, tmp_path):
     server, client = run_loop(profile, FIXTURES / "exported_deploy", 12, tmp_path, record_path=str(log_path))
     assert client.metrics()["commands_accepted"] == 12 and client.counters.errors == 0
     assert replay(log_path).max_abs_diff == 0.0
+
+
+def test_no_commands_while_the_hal_refuses_them(profile, teacher_ckpt):
+    """While the supervisor is DISARMED the client keeps its history in step but sends nothing."""
+    ctx = zmq.Context()
+    obs, cmd = endpoints("inproc")
+    server = HalServer(LoopbackTestDouble(profile), HalServerConfig(obs, cmd, status_rate_hz=1e6), context=ctx).start()
+    client = ParkourInferenceClient(HalClientConfig(obs, cmd), ModelWeights(str(teacher_ckpt)), 50.0, transport_context=ctx)
+    client.initialize()
+    try:
+        for _ in range(3):
+            server.tick()
+            s = client.hal.wait_new(Kind.STATE, 1.0)
+            while client.hal.latest(Kind.STATUS) is None or client.hal.latest(Kind.STATUS).seq < server._seq[Kind.STATUS] - 1:
+                time.sleep(0.001)
+            assert client.step(s) is None
+        assert client.counters.not_armed_skipped == 3 and client.builder.episode_step == 2
+        assert server.stats["commands_accepted"] == 0 and not server.supervisor.refusals
+    finally:
+        client.stop()
+        server.close()
+        ctx.destroy(0)

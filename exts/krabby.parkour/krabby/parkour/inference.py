@@ -104,6 +104,7 @@ class InferenceMetrics:
     commands_accepted: int = 0
     commands_refused: dict[str, int] = field(default_factory=dict)
     stale_skipped: int = 0
+    not_armed_skipped: int = 0  # steps computed while the HAL would refuse commands (not sent)
     errors: int = 0
     episodes: int = 0
 
@@ -263,6 +264,10 @@ class ParkourInferenceClient:
         if sample.age_s > self.options.max_obs_age_s:  # got stale while we computed: do not send
             self.counters.stale_skipped += 1
             return None
+        if not self._server_accepts_commands():  # computed (history stays in step), but not sent
+            self.counters.not_armed_skipped += 1
+            self.last_action, self.last_targets_rad = np.asarray(action), targets
+            return None
         ack = hal.send_command(targets, sample)
         self.counters.steps += 1
         self.compute_ms.add(compute_ms)
@@ -287,6 +292,12 @@ class ParkourInferenceClient:
                 "ack": ack.reason.name, "compute_ms": compute_ms,
             }, clock.now_ns())
         return ack
+
+    def _server_accepts_commands(self) -> bool:
+        """False while the HAL's STATUS says it would refuse any command (DISARMED, HOLD, DAMP, ESTOP)."""
+        status = self.hal.latest(Kind.STATUS) if self.hal else None
+        state = status.value.get("safety", {}).get("state") if status is not None else None
+        return state is None or state in ("ARMED", "ACTIVE")
 
     def _check_episode(self) -> None:
         status = self.hal.latest(Kind.STATUS) if self.hal else None
@@ -324,6 +335,7 @@ class ParkourInferenceClient:
             "commands_accepted": self.counters.commands_accepted,
             "commands_refused": dict(self.counters.commands_refused),
             "stale_skipped": self.counters.stale_skipped,
+            "not_armed_skipped": self.counters.not_armed_skipped,
             "errors": self.counters.errors,
             "episodes": self.counters.episodes,
             "last_action": None if self.last_action is None else self.last_action.tolist(),

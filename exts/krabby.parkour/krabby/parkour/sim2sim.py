@@ -7,7 +7,8 @@ action mapper are the same code that runs in Isaac Sim and on the robot; only th
 Each control step: the server publishes the observation, waits for the command computed from it,
 hands the supervisor's output to the backend, and MuJoCo runs 4 physics steps with the training PD.
 
-``--fast`` runs as fast as the machine allows (lock-step with the policy, deterministic);
+``--fast`` runs as fast as the machine allows (lock-step with the policy, deterministic; the world
+is paused while the policy computes, so the watchdog and staleness limits are loosened to 1 s);
 ``--realtime`` (default) keeps wall-clock time and gives the policy one control period to answer,
 as a robot would.
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 log = logging.getLogger("krabby.sim2sim")
 
+LOCKSTEP_TIME_LIMIT_S = 1.0
 TERRAINS = ("flat", "hurdles", "steps", "gaps", "stones", "slopes", "parkour")
 
 
@@ -136,15 +138,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     backend.connect()
     backend.episode = 0
     ctx = zmq.Context()
-    server_cfg = HalServerConfig(args.observation_bind, args.command_bind, safety=SafetyConfig(arm_on_start=True),
-                                 allow_insecure_tcp=args.insecure_tcp)
+    # --fast pauses the simulated world while the policy computes, so wall-clock limits mean nothing
+    # there: the supervisor and the client allow 1 s. --realtime keeps the deployment defaults.
+    safety = SafetyConfig(arm_on_start=True)
+    if args.fast:
+        safety.watchdog_s = safety.max_command_age_s = LOCKSTEP_TIME_LIMIT_S
+    server_cfg = HalServerConfig(args.observation_bind, args.command_bind, safety=safety, allow_insecure_tcp=args.insecure_tcp)
     server = HalServer(backend, server_cfg, context=ctx).start()
     connect = lambda ep: ep.replace("tcp://*", "tcp://127.0.0.1").replace("tcp://0.0.0.0", "tcp://127.0.0.1")  # noqa: E731
     client = ParkourInferenceClient(
         HalClientConfig(connect(args.observation_bind), connect(args.command_bind)),
         ModelWeights(str(checkpoint), action_dim=args.action_dim, obs_dim=args.obs_dim, backend=args.backend),
         control_rate=args.control_rate, device=args.device, transport_context=ctx,
-        options=InferenceOptions(lockstep=args.fast, record_path=args.record),
+        options=InferenceOptions(lockstep=args.fast, record_path=args.record,
+                                 **({"max_obs_age_s": LOCKSTEP_TIME_LIMIT_S} if args.fast else {})),
     )
     viewer = None
     try:
