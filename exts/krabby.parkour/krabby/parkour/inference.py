@@ -1,9 +1,8 @@
 """ParkourInferenceClient: poll the HAL -> build the training observation -> infer -> map -> command.
 
-One thread, one control step per new STATE from the HAL. The server's control tick sets the
-pace; the client additionally never runs faster than ``control_rate`` (unless ``lockstep``), and it
-never sends a command built from telemetry older than ``max_obs_age_s`` or from another server
-session. Episode resets (a simulator's ``episode`` counter in STATUS) reset the observation
+One thread, one control step per new STATE from the HAL: the server's control tick sets the pace
+(the client warns when that pace differs from ``control_rate``). It never sends a command built
+from telemetry older than ``max_obs_age_s`` or from another server session. Episode resets (a simulator's ``episode`` counter in STATUS) reset the observation
 history, the action history and the policy's recurrent state, as training did.
 
 The student runs its depth encoder on refresh steps (every 5 control steps, spec §2) and holds the
@@ -52,7 +51,7 @@ class ModelWeights:
 @dataclass
 class InferenceOptions:
     max_obs_age_s: float = 0.05  # never act on a state older than this (2.5 control periods at 50 Hz)
-    lockstep: bool = False  # simulators stepping as fast as possible: no pacing, act on every state
+    lockstep: bool = False  # the server waits for each command (a --fast simulator): rate checks off
     default_forward_speed_m_s: float = 0.5  # used when the HAL publishes no navigation command
     record_path: str | None = None  # MCAP run log (krabby.parkour.record)
     num_threads: int | None = 1  # torch/onnxruntime intra-op threads: 1 keeps latency steady
@@ -209,18 +208,21 @@ class ParkourInferenceClient:
     def run(self, running_flag: threading.Event | None = None) -> None:
         """The control loop; returns when ``running_flag`` is cleared or ``stop()`` is called."""
         assert self.hal is not None and self.builder is not None
-        period_s = 1.0 / float(self.control_rate or 50.0)
+        period_ms = 1e3 / float(self.control_rate or 50.0)
         last_start = None
-        next_allowed = 0.0
+        rate_checked = False
         while not self._stop.is_set() and (running_flag is None or running_flag.is_set()):
             sample = self.hal.wait_new(Kind.STATE, timeout_s=0.1)
             if sample is None:
                 continue
-            if not self.options.lockstep:
-                now = time.perf_counter()
-                if now < next_allowed:
-                    continue  # the server publishes faster than the policy's rate: skip this state
-                next_allowed = max(now, next_allowed) + period_s * 0.9
+            # One control step per new STATE: the HAL server's tick sets the pace. Skipping states to
+            # enforce our own rate would drop steps whenever a late server catches up.
+            if not rate_checked and not self.options.lockstep and len(self.loop_period_ms.values) >= 100:
+                rate_checked = True
+                measured = self.loop_period_ms.pct(50)
+                if not 0.67 * period_ms < measured < 1.5 * period_ms:
+                    log.warning("the HAL publishes a state every %.1f ms but the policy runs at %.1f Hz: "
+                                "check the server's control rate", measured, 1e3 / period_ms)
             start = time.perf_counter()
             if last_start is not None:
                 self.loop_period_ms.add((start - last_start) * 1e3)
