@@ -195,7 +195,12 @@ class HalClient:
                         frames = sub.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._on_telemetry(frames)
+                    try:
+                        self._on_telemetry(frames)
+                    except Exception:  # one bad message must never stop telemetry (found by fuzzing)
+                        self.stats["malformed"] += 1
+                        if self.stats["malformed"] <= 5:
+                            log.exception("dropped a telemetry message that failed to decode")
         finally:
             sub.close(linger=0)
 

@@ -191,6 +191,8 @@ def unpack_header(buf: bytes | memoryview) -> Header:
     if ndim > MAX_DIMS:
         raise ProtocolError(Reason.BAD_SHAPE, f"ndim {ndim} > {MAX_DIMS}")
     shape = (d0, d1, d2, d3)[:ndim]
+    if math.prod(d for d in shape if d) > MAX_PAYLOAD_BYTES // 4:  # even beside a 0 dim: numpy refuses to reshape to it
+        raise ProtocolError(Reason.BAD_SHAPE, f"shape {shape} is larger than any payload can fill")
     if nbytes > MAX_PAYLOAD_BYTES:
         raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"payload of {nbytes} bytes exceeds {MAX_PAYLOAD_BYTES}")
     if dtype_e == DType.F32 and math.prod(shape) * 4 != nbytes:
@@ -251,8 +253,8 @@ def decode(frames: Sequence, *, expect: Sequence[Kind] | None = None) -> Message
     elif header.dtype == DType.JSON:
         try:
             payload = json.loads(bytes(buf).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise ProtocolError(Reason.BAD_PAYLOAD, f"payload is not UTF-8 JSON: {e}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: deep nesting (found by fuzzing)
+            raise ProtocolError(Reason.BAD_PAYLOAD, f"payload is not UTF-8 JSON: {str(e)[:200]}") from None
         if not isinstance(payload, dict):
             raise ProtocolError(Reason.BAD_PAYLOAD, "JSON payload must be an object")
     elif header.dtype == DType.ACK:

@@ -106,6 +106,7 @@ class SafetySupervisor:
             if self._state in (SafetyState.ARMED, SafetyState.ACTIVE):
                 return Reason.OK
             self._targets = self.profile.default_pos_rad.copy()
+            self._targets_seq = -1  # the default pose comes from no command (found by fuzzing)
             self._set(SafetyState.ARMED, now_ns, "(explicit arm)")
             return Reason.OK
 

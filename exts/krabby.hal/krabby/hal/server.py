@@ -71,6 +71,8 @@ def wait_tcp_port_released(endpoint: str, timeout_s: float = 2.0) -> bool:
     if not endpoint.startswith("tcp://"):
         return True
     host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    if not port.isdigit():  # tcp://host:* (a wildcard port) names no fixed port to wait for
+        return True
     host = "0.0.0.0" if host in ("*", "") else host.strip("[]")
     deadline = time.monotonic() + timeout_s
     while True:
@@ -129,6 +131,7 @@ class HalServer:
         self._cmd_cond = threading.Condition()
         self._last_cmd_obs_stamp_ns = 0
         self._warn = _RateLimitedLog()
+        self._bound: list[str] = []  # endpoints this server bound; close() waits until they are free
         self.on_command: Callable[[Ack, Any], None] | None = None  # hook for recorders and UIs
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -141,6 +144,7 @@ class HalServer:
             self.config.security.apply_to_server_socket(pub, telemetry=True)
         try:
             bind_socket(pub, self.config.observation_bind, "observation")
+            self._bound.append(self.config.observation_bind)
         except BaseException:
             pub.close(0)
             raise
@@ -188,8 +192,9 @@ class HalServer:
             release()  # CurveServerKeys: stops its ZAP authenticator once none of its sockets is open
         # libzmq releases a tcp listener asynchronously (its reaper thread); wait for it so a
         # restarted server can bind the same port at once
-        for endpoint in (self.config.observation_bind, self.config.command_bind):
+        for endpoint in self._bound:
             wait_tcp_port_released(endpoint)
+        self._bound = []
 
     def __enter__(self) -> "HalServer":
         return self.start()
@@ -311,6 +316,7 @@ class HalServer:
             if self.config.security is not None and self.config.command_bind.startswith("tcp://"):
                 self.config.security.apply_to_server_socket(router, telemetry=False)
             bind_socket(router, self.config.command_bind, "command")
+            self._bound.append(self.config.command_bind)
         except BaseException as e:  # reported to start() in the caller's thread
             self._thread_error = e
             router.close(0)

@@ -1,0 +1,643 @@
+"""Structure-aware fuzzing of the HAL wire protocol: message mutators and two harnesses with invariants.
+
+Used by ``tests/test_fuzz_hal.py`` (hypothesis drives the ``random.Random`` passed in, so failures
+shrink) and by ``bench/fuzz_hal.py --minutes N`` (long runs). Nothing here is needed at run time.
+
+Mutators start from a *valid* message and apply 0..k structure-aware changes: header fields set to
+boundary values (magic, version, kind, session, dtype, ndim, seq, stamp, shape, payload size),
+NaN/Inf/huge payload values, huge or inconsistent shapes, empty and extra frames, frame-count
+changes, byte flips, random bytes, control/JSON payload garbage. With k = 0 the message is valid,
+so the accepting paths are exercised too.
+
+Harnesses:
+
+- ``CommandFuzzTarget``: a HalServer on the loopback test double; a raw DEALER sends each message
+  and must get exactly one reply. Invariants (``check``): the command thread is alive; every ACK that
+  says "accepted" was for a message a reference oracle also accepts; every target the backend ever
+  received is finite, within joint limits and equal to the clamped targets of an accepted command
+  (or the default pose); a fresh client's valid command is still accepted; memory stays bounded.
+- ``TelemetryFuzzTarget``: a HalClient whose telemetry comes from a raw PUB; garbage is published,
+  then a valid STATE that must arrive. Invariants: the receive thread is alive; every sample the
+  client hands out is of the current session and shaped as the handshake announced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import struct
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import zmq
+
+from . import clock
+from .protocol import (
+    HEADER, HEADER_SIZE, MAX_PAYLOAD_BYTES, TELEMETRY_KINDS, TOPIC_OF_KIND, Ack, DType, Kind, ProtocolError, StateLayout,
+    Topic, decode, encode, pack_navigation, pack_state,
+)
+from .robot_profile import RobotProfile
+from .types import ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState
+
+# (name, struct format, offset) of every header field, from protocol.HEADER "<4sHHIHBBQQ4III"
+HEADER_FIELDS = (
+    ("magic", "4s", 0), ("version", "H", 4), ("kind", "H", 6), ("session", "I", 8), ("flags", "H", 12),
+    ("dtype", "B", 14), ("ndim", "B", 15), ("seq", "Q", 16), ("stamp", "Q", 24), ("dim0", "I", 32),
+    ("dim1", "I", 36), ("dim2", "I", 40), ("dim3", "I", 44), ("nbytes", "I", 48), ("reserved", "I", 52),
+)
+assert HEADER_FIELDS[-1][2] + 4 == HEADER_SIZE == HEADER.size
+
+_BITS = {"B": 8, "H": 16, "I": 32, "Q": 64}
+SPECIAL_FLOATS = (math.nan, math.inf, -math.inf, 3.4e38, -3.4e38, 1e-45, -0.0, 1e30, 100.0, -100.0)
+CONTROL_ACTIONS = ("arm", "disarm", "estop", "clear_estop")
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _interesting_int(rng: random.Random, bits: int) -> int:
+    top = (1 << bits) - 1
+    return rng.choice((0, 1, 2, top, top - 1, 1 << (bits - 1), rng.randrange(0, top + 1), rng.randrange(0, 256)))
+
+
+def _set_field(header: bytearray, rng: random.Random, name: str, fmt: str, off: int, ctx: "MutationContext") -> None:
+    if fmt == "4s":
+        value = rng.choice((b"KRBY", b"XXXX", b"krby", b"\x00\x00\x00\x00", bytes(rng.randrange(256) for _ in range(4))))
+    elif name == "kind":
+        value = rng.choice([int(k) for k in Kind] + [0, 999, 0xFFFF])
+    elif name == "dtype":
+        value = rng.choice([int(d) for d in DType] + [4, 255])
+    elif name == "ndim":
+        value = rng.choice((0, 1, 2, 3, 4, 5, 255))
+    elif name == "session":
+        value = rng.choice((ctx.session_id, ctx.session_id ^ 1, 0, 0xFFFFFFFF, _interesting_int(rng, 32)))
+    elif name == "stamp":
+        now = clock.now_ns()
+        value = rng.choice((now, now - int(0.05e9), now - int(0.2e9), now - int(10e9), now + int(0.005e9), now + int(0.05e9),
+                            now + int(10e9), 0, (1 << 64) - 1))
+    elif name == "seq":
+        value = rng.choice((ctx.seq, ctx.seq + 1, ctx.seq - 1 if ctx.seq else 0, 0, ctx.max_seq, _interesting_int(rng, 64) % (ctx.max_seq + 1)))
+    else:
+        value = _interesting_int(rng, _BITS[fmt])
+    struct.pack_into("<" + fmt, header, off, value)
+
+
+def _payload_with_special(rng: random.Random, payload: bytes) -> bytes:
+    n = len(payload) // 4
+    if n == 0:
+        return payload
+    arr = np.frombuffer(payload[: 4 * n], dtype="<f4").copy()
+    for _ in range(rng.randint(1, 3)):
+        arr[rng.randrange(n)] = rng.choice(SPECIAL_FLOATS)
+    return arr.tobytes() + payload[4 * n:]
+
+
+def _random_bytes(rng: random.Random, max_len: int) -> bytes:
+    n = rng.choice((0, 1, 4, 8, 55, 56, 57, rng.randrange(0, max_len + 1)))
+    return rng.randbytes(n)
+
+
+def _json_value(rng: random.Random, depth: int = 0) -> Any:
+    """A JSON value of any type (type confusion is the point): valid control actions included."""
+    kind = rng.randrange(9 if depth < 2 else 6)
+    if kind == 0:
+        return rng.choice(CONTROL_ACTIONS)
+    if kind == 1:
+        return rng.choice(("", "ARM", "arm ", "estop\x00", "\u2603", "x" * rng.randrange(0, 2000)))
+    if kind == 2:
+        return rng.choice((0, -1, 1, 2**31, 2**63, 2**64 + 1, -(2**63)))
+    if kind == 3:
+        return rng.choice((0.5, -0.0, 1e308, float("nan"), float("inf")))  # json.dumps writes NaN / Infinity
+    if kind == 4:
+        return rng.choice((True, False))
+    if kind == 5:
+        return None
+    if kind == 6:
+        return [_json_value(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
+    if kind == 7:
+        return {rng.choice(("action", "a", "")): _json_value(rng, depth + 1) for _ in range(rng.randrange(0, 3))}
+    return [[[[]]]] * rng.randrange(1, 50)
+
+
+@dataclass
+class MutationContext:
+    session_id: int
+    seq: int
+    max_seq: int = (1 << 64) - 1
+    big_payload_bytes: int = 256 * 1024  # the largest payload a mutation may build (memory of the run)
+
+
+def _set_layout(header: bytearray, dtype: DType | None, dims: list[int], nbytes: int | None) -> None:
+    """Rewrite the dtype (offset 14), ndim (15), shape (32..47) and payload size (48) fields."""
+    if dtype is not None:
+        struct.pack_into("<B", header, 14, int(dtype))
+    struct.pack_into("<B", header, 15, len(dims))
+    struct.pack_into("<4I", header, 32, *(list(dims) + [0] * (4 - len(dims))))
+    if nbytes is not None:
+        struct.pack_into("<I", header, 48, nbytes)
+
+
+def _reshape(header: bytearray, rng: random.Random, payload: bytes) -> bytes:
+    """Change the announced shape: consistent with the payload (BAD_SHAPE paths) or huge (size checks)."""
+    choice = rng.randrange(4)
+    if choice == 0:  # consistent re-shape of the same bytes
+        n = len(payload) // 4
+        dims = rng.choice(([n], [1, n], [n, 1], [2, n // 2] if n % 2 == 0 else [n], [0]))
+        if dims == [0]:
+            payload = b""
+    elif choice == 1:  # huge, inconsistent with nbytes
+        dims = [rng.choice((0xFFFFFFFF, 1 << 20, 65535)) for _ in range(rng.randint(1, 4))]
+    elif choice == 2:  # a zero dimension next to a huge one
+        dims = [0, 0xFFFFFFFF]
+        payload = b""
+    else:  # announce exactly MAX_PAYLOAD_BYTES + 4 bytes
+        dims = [MAX_PAYLOAD_BYTES // 4 + 1]
+    _set_layout(header, None, dims, len(payload) if choice in (0, 2) else None)
+    return payload
+
+
+NUM_OPS = 15  # mutation operators of ``mutate``, numbered 0..14 (see the branches below)
+
+
+def mutate(frames: list[bytes], rng: random.Random, ctx: MutationContext, max_mutations: int = 3,
+           ops: list[int] | None = None) -> list[bytes]:
+    """Structure-aware mutations of a valid three-frame message: ``ops`` (operator numbers), or
+    0..max_mutations operators drawn from ``rng``; the details of each come from ``rng``."""
+    topic, header, payload = bytes(frames[0]), bytearray(frames[1]), bytes(frames[2])
+    extra: list[bytes] = []
+    mode = "normal"
+    if ops is None:
+        ops = [rng.randrange(NUM_OPS) for _ in range(rng.randint(0, max_mutations))]
+    for op in ops:
+        if len(header) < HEADER_SIZE and op not in (4, 5, 9, 10, 11, 12, 13):
+            continue  # the header was truncated by an earlier mutation: field edits no longer apply
+        if op <= 3:  # one header field to a boundary / interesting value (most common)
+            name, fmt, off = rng.choice(HEADER_FIELDS)
+            _set_field(header, rng, name, fmt, off, ctx)
+        elif op == 4:
+            payload = _payload_with_special(rng, payload)
+        elif op == 5:  # payload size changes (header left as is, or fixed up to match)
+            cut = rng.randrange(0, len(payload) + 1) if payload else 0
+            payload = rng.choice((payload[:cut], payload + _random_bytes(rng, 64), b""))
+            if rng.random() < 0.5 and len(header) >= HEADER_SIZE:
+                struct.pack_into("<I", header, 48, len(payload))
+        elif op == 6:
+            payload = _reshape(header, rng, payload)
+        elif op == 7:  # a big but legal-sized payload, announced consistently
+            n = rng.choice((1, 1024, ctx.big_payload_bytes // 4))
+            payload = np.full(n, rng.choice(SPECIAL_FLOATS), dtype="<f4").tobytes()
+            _set_layout(header, DType.F32, [n], len(payload))
+        elif op == 8:  # JSON payloads: control actions, wrong types, garbage
+            key = rng.choice(("action", "action", "client_name", "protocol_version", "x"))
+            obj: Any = {key: _json_value(rng)} if rng.random() < 0.8 else _json_value(rng)
+            r = rng.random()
+            if r < 0.85:
+                payload = json.dumps(obj).encode()
+            elif r < 0.95:
+                payload = b"{not json" + _random_bytes(rng, 16)
+            else:  # deep nesting: json.loads raises RecursionError, not ValueError
+                depth = rng.choice((100, 5000, 100000))
+                payload = rng.choice((b"[" * depth + b"]" * depth, b'{"action":' * depth + b"1" + b"}" * depth))
+            _set_layout(header, DType.JSON, [], len(payload))
+            if rng.random() < 0.5:
+                kind = rng.choice((Kind.CONTROL, Kind.HELLO, Kind.COMMAND))
+                struct.pack_into("<H", header, 6, int(kind))
+                topic = TOPIC_OF_KIND[kind]
+        elif op == 9:  # topic
+            topic = rng.choice([t for t in vars(Topic).values() if isinstance(t, bytes)] + [b"", _random_bytes(rng, 40)])
+        elif op == 10:  # header length
+            header = bytearray(rng.choice((bytes(header[: rng.randrange(HEADER_SIZE)]), bytes(header) + _random_bytes(rng, 16), b"")))
+        elif op == 11:  # byte flips anywhere in the header
+            for _ in range(rng.randint(1, 4)):
+                if header:
+                    i = rng.randrange(len(header))
+                    header[i] ^= 1 << rng.randrange(8)
+        elif op == 12:  # frame-count changes
+            mode = rng.choice(("drop_topic", "drop_payload", "only_header", "extra", "empty_frames", "swap"))
+            if mode == "extra":
+                extra = [_random_bytes(rng, 64) for _ in range(rng.randint(1, 3))]
+        elif op == 13:  # entirely random message
+            return [_random_bytes(rng, 128) for _ in range(rng.randint(1, 5))]
+        else:  # kind changed with the topic kept consistent (the server must check kind before trusting it)
+            kind = rng.choice(list(Kind))
+            struct.pack_into("<H", header, 6, int(kind))
+            if rng.random() < 0.7:
+                topic = TOPIC_OF_KIND[kind]
+    out = [topic, bytes(header), payload]
+    if mode == "drop_topic":
+        out = out[1:]
+    elif mode == "drop_payload":
+        out = out[:2]
+    elif mode == "only_header":
+        out = [out[1]]
+    elif mode == "extra":
+        out = out + extra
+    elif mode == "empty_frames":
+        out = [b"", b"", b""]
+    elif mode == "swap":
+        out = [out[1], out[0], out[2]]
+    return out
+
+
+# ----------------------------------------------------------------------------- command harness
+
+
+@dataclass
+class FuzzStats:
+    sent: int = 0  # messages
+    frames: int = 0  # ZeroMQ frames in those messages
+    replies: int = 0
+    crashes: int = 0  # invariant violations, missing replies, dead threads
+    accepted: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    failures: list = field(default_factory=list)  # (description, frames) of the first few crashes
+
+    def fail(self, what: str, frames: Any = None) -> None:
+        self.crashes += 1
+        if len(self.failures) < 20:
+            self.failures.append((what, [bytes(f).hex() for f in frames] if frames is not None else None))
+
+
+class CommandFuzzTarget:
+    """A HalServer (loopback test double) whose command socket a raw DEALER fuzzes; see module doc."""
+
+    def __init__(self, profile: RobotProfile, context: zmq.Context, *, transport: str = "inproc",
+                 endpoints: tuple[str, str] | None = None, reply_timeout_s: float = 2.0):
+        from .backends.loopback_double import LoopbackTestDouble
+        from .safety import SafetyConfig
+        from .server import HalServer, HalServerConfig
+
+        self.profile = profile
+        self.context = context
+        tag = uuid.uuid4().hex[:8]
+        obs, cmd = endpoints or (f"inproc://fuzz-obs-{tag}", f"inproc://fuzz-cmd-{tag}")
+        # a long watchdog: the fuzzer pauses between messages, and the watchdog is not under test here
+        safety = SafetyConfig(arm_on_start=True, watchdog_s=3600.0, hold_s=3600.0)
+        self.backend = LoopbackTestDouble(profile)
+        self.server = HalServer(self.backend, HalServerConfig(obs, cmd, safety=safety, allow_insecure_tcp=True), context=context)
+        self.server.start()
+        self.accepted: dict[int, list[np.ndarray]] = {}
+        self._accepted_lock = threading.Lock()
+        self.server.on_command = self._record
+        self.reply_timeout_s = reply_timeout_s
+        self.stats = FuzzStats()
+        self.dealer = self._dealer()
+        self.last_seq = -1  # oracle: last seq the server accepted from this dealer since its HELLO
+        self.seq = 0
+        self.handshake()
+        self.rss0 = rss_bytes()
+
+    def _record(self, ack: Ack, msg: Any) -> None:
+        if ack.accepted:
+            with self._accepted_lock:
+                clamped = self.profile.clamp_to_limits(np.asarray(msg.payload, dtype=np.float64))
+                self.accepted.setdefault(ack.seq, []).append(clamped)
+                if len(self.accepted) > 20000:  # bounded: forget the oldest half
+                    for k in list(self.accepted)[:10000]:
+                        del self.accepted[k]
+
+    def _dealer(self) -> zmq.Socket:
+        d = self.context.socket(zmq.DEALER)
+        d.linger = 0
+        d.connect(self.server.config.command_bind)
+        return d
+
+    def request(self, frames: list) -> Any:
+        """Send one message, return the decoded reply (Message) or None if none came."""
+        self.dealer.send_multipart(frames)
+        if not self.dealer.poll(int(self.reply_timeout_s * 1000)):
+            return None
+        reply = self.dealer.recv_multipart()
+        try:
+            return decode(reply, expect=(Kind.ACK, Kind.WELCOME))
+        except ProtocolError:
+            return reply  # a malformed reply is itself a failure
+
+    def handshake(self) -> None:
+        self.seq += 1
+        reply = self.request(encode(Kind.HELLO, session_id=0, seq=self.seq, stamp_ns=clock.now_ns(), payload={"client_name": "fuzz"}))
+        assert reply is not None and getattr(reply, "header", None) is not None and reply.header.kind == Kind.WELCOME, reply
+        self.last_seq = -1
+
+    def valid_command(self, targets: np.ndarray | None = None) -> list[bytes]:
+        self.seq += 1
+        t = self.profile.default_pos_rad if targets is None else targets
+        return encode(Kind.COMMAND, session_id=self.server.session_id, seq=self.seq, stamp_ns=clock.now_ns(),
+                      payload=np.asarray(t, dtype=np.float32))
+
+    def random_targets(self, rng: random.Random) -> np.ndarray:
+        lo, hi = self.profile.pos_min_rad, self.profile.pos_max_rad
+        return lo - 0.5 + (hi - lo + 1.0) * np.array([rng.random() for _ in range(self.profile.num_joints)])
+
+    BASE_KINDS = (Kind.COMMAND, Kind.CONTROL, Kind.HELLO)
+
+    def mutated(self, rng: random.Random, max_mutations: int = 3, base_kind: Kind | None = None,
+                ops: list[int] | None = None) -> list[bytes]:
+        """A valid COMMAND (80 % unless ``base_kind`` says), CONTROL or HELLO, then mutations (see ``mutate``)."""
+        if base_kind is None:
+            r = rng.random()
+            base_kind = Kind.COMMAND if r < 0.8 else Kind.CONTROL if r < 0.9 else Kind.HELLO
+        if base_kind == Kind.COMMAND:
+            base = self.valid_command(self.random_targets(rng))
+        else:
+            self.seq += 1
+            if base_kind == Kind.CONTROL:
+                action = rng.choices(CONTROL_ACTIONS, weights=(4, 2, 3, 1))[0]
+                base = encode(Kind.CONTROL, session_id=self.server.session_id, seq=self.seq, stamp_ns=clock.now_ns(),
+                              payload={"action": action})
+            else:
+                base = encode(Kind.HELLO, session_id=0, seq=self.seq, stamp_ns=clock.now_ns(), payload={"client_name": "fuzz"})
+        return mutate([bytes(f) if not isinstance(f, np.ndarray) else f.tobytes() for f in base], rng,
+                      MutationContext(self.server.session_id, self.seq), max_mutations, ops)
+
+    def reset(self) -> None:
+        """Between batches: re-handshake and re-arm, so a fuzzed e-stop or huge seq does not end coverage."""
+        now = clock.now_ns()
+        self.server.supervisor.clear_estop(now)
+        self.server.supervisor.arm(now)
+        self.handshake()
+
+    # -- the oracle: what the server must refuse, from the rules in docs/protocol.md and safety.py
+    def _must_refuse(self, frames: list, sent_ns: int, reply_ns: int) -> str | None:
+        try:
+            msg = decode(frames, expect=(Kind.COMMAND, Kind.CONTROL))
+        except ProtocolError as e:
+            return f"undecodable ({e.reason.name})"
+        h = msg.header
+        if h.session_id != self.server.session_id:
+            return "wrong session"
+        if h.kind == Kind.CONTROL:
+            action = msg.payload.get("action") if isinstance(msg.payload, dict) else None
+            return None if isinstance(action, str) and action in CONTROL_ACTIONS else f"control action {action!r}"
+        if h.dtype != DType.F32 or not isinstance(msg.payload, np.ndarray) or msg.payload.shape != (self.profile.num_joints,):
+            return "not a float32 vector of num_joints"
+        if not np.all(np.isfinite(msg.payload)):
+            return "non-finite targets"
+        if h.seq <= self.last_seq:
+            return f"seq {h.seq} not above last accepted {self.last_seq}"
+        cfg = self.server.config.safety
+        if h.stamp_ns < sent_ns - int(cfg.max_command_age_s * 1e9) - int(0.005e9):
+            return "stale stamp"
+        if h.stamp_ns > reply_ns + int(cfg.max_future_s * 1e9) + int(0.005e9):
+            return "future stamp"
+        return None
+
+    def feed(self, frames: list) -> None:
+        """Send one (fuzzed) message and check the reply against the oracle."""
+        self.stats.sent += 1
+        self.stats.frames += len(frames)
+        sent_ns = clock.now_ns()
+        reply = self.request(frames)
+        reply_ns = clock.now_ns()
+        if reply is None:
+            self.stats.fail(f"no reply within {self.reply_timeout_s} s", frames)
+            self.dealer.close(0)  # a fresh socket, so one lost reply does not shift all later ones
+            self.dealer = self._dealer()
+            self.handshake()
+            return
+        if not hasattr(reply, "header"):
+            self.stats.fail("malformed reply", frames)
+            return
+        self.stats.replies += 1
+        if reply.header.kind == Kind.WELCOME:
+            self.stats.reasons["WELCOME"] += 1
+            try:
+                decode(frames, expect=(Kind.HELLO,))
+            except ProtocolError as e:
+                self.stats.fail(f"server welcomed a message that is not a valid HELLO ({e.reason.name})", frames)
+            self.last_seq = -1  # a HELLO (possibly mutated into one) restarts this dealer's seq guard
+            return
+        ack = Ack.unpack(reply.header.seq, reply.payload)
+        self.stats.reasons[ack.reason.name] += 1
+        if ack.accepted:
+            self.stats.accepted += 1
+            why = self._must_refuse(frames, sent_ns, reply_ns)
+            if why is not None:
+                self.stats.fail(f"server accepted a command it must refuse: {why}", frames)
+            elif decode(frames).header.kind == Kind.COMMAND:
+                self.last_seq = decode(frames).header.seq
+
+    def tick(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.server.tick()
+
+    def check(self, rss_growth_limit_bytes: int = 64 << 20) -> None:
+        """Invariants after a batch; failures are counted in ``stats`` (not raised)."""
+        thread = self.server._thread
+        if thread is None or not thread.is_alive():
+            self.stats.fail("server command thread died")
+            return
+        lo, hi = self.profile.pos_min_rad, self.profile.pos_max_rad
+        with self._accepted_lock:
+            accepted = {k: list(v) for k, v in self.accepted.items()}
+        for cmd in list(self.backend.applied):
+            t = cmd.target_pos_rad
+            if cmd.mode != ActuatorMode.POSITION:
+                continue
+            if not np.all(np.isfinite(t)) or np.any(t < lo - 1e-9) or np.any(t > hi + 1e-9):
+                self.stats.fail(f"applied target outside limits or non-finite: {t}")
+            elif cmd.source_seq == -1:
+                if not np.allclose(t, self.profile.default_pos_rad):
+                    self.stats.fail("applied a target with no source command that is not the default pose")
+            elif not any(np.allclose(t, a, atol=1e-6) for a in accepted.get(cmd.source_seq, [])):
+                self.stats.fail(f"applied target of seq {cmd.source_seq} matches no accepted command")
+        self.backend.applied.clear()
+        if len(self.server._clients) > 64:
+            self.stats.fail("server remembers more than MAX_CLIENTS peers")
+        growth = rss_bytes() - self.rss0
+        if growth > rss_growth_limit_bytes:
+            self.stats.fail(f"memory grew by {growth / 2**20:.0f} MiB")
+
+    def still_serves_a_fresh_client(self) -> bool:
+        """A new peer handshakes and gets a valid command accepted (re-arming after a fuzzed e-stop)."""
+        d = self._dealer()
+        try:
+            def req(frames: list) -> Any:
+                d.send_multipart(frames)
+                if not d.poll(int(self.reply_timeout_s * 1000)):
+                    return None
+                return decode(d.recv_multipart())
+
+            now = clock.now_ns()
+            if req(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=now, payload={"client_name": "after-fuzz"})) is None:
+                return False
+            for i, action in enumerate(("clear_estop", "arm"), start=2):
+                req(encode(Kind.CONTROL, session_id=self.server.session_id, seq=i, stamp_ns=clock.now_ns(), payload={"action": action}))
+            reply = req(encode(Kind.COMMAND, session_id=self.server.session_id, seq=10, stamp_ns=clock.now_ns(),
+                               payload=np.asarray(self.profile.default_pos_rad, dtype=np.float32)))
+            return reply is not None and Ack.unpack(reply.header.seq, reply.payload).accepted
+        finally:
+            d.close(0)
+
+    def close(self) -> None:
+        self.dealer.close(0)
+        self.server.close()
+
+
+# --------------------------------------------------------------------------- telemetry harness
+
+
+class TelemetryFuzzTarget:
+    """A HalClient subscribed to a raw PUB (its commands go to a real server on inproc); see module doc."""
+
+    SEQ_WINDOW = 1000  # mutated seqs stay within this distance of the current one
+
+    def __init__(self, profile: RobotProfile, context: zmq.Context):
+        from .backends.loopback_double import LoopbackTestDouble
+        from .client import HalClient, HalClientConfig
+        from .server import HalServer, HalServerConfig
+
+        self.profile = profile
+        self.context = context
+        tag = uuid.uuid4().hex[:8]
+        self.server = HalServer(LoopbackTestDouble(profile), HalServerConfig(f"inproc://tfuzz-unused-{tag}", f"inproc://tfuzz-cmd-{tag}"),
+                                context=context).start()
+        self.session_id = self.server.session_id
+        self.pub = context.socket(zmq.PUB)
+        self.pub.linger = 0
+        self.pub.sndhwm = 100000
+        self.endpoint = f"inproc://tfuzz-obs-{tag}"
+        self.pub.bind(self.endpoint)
+        self.client = HalClient(HalClientConfig(self.endpoint, self.server.config.command_bind, handshake_timeout_s=5.0), context=context)
+        self.welcome = self.client.connect()
+        self.layout = StateLayout(profile.num_joints, profile.num_feet)
+        self.seq = 0
+        self.stats = FuzzStats()
+        self.rss0 = rss_bytes()
+        deadline = time.monotonic() + 5.0
+        while not self.probe(timeout_s=0.05):  # wait for the subscription to reach the PUB
+            if time.monotonic() > deadline:
+                raise RuntimeError("telemetry fuzz: client never received a valid state")
+
+    def _valid(self, kind: Kind, rng: random.Random | None = None) -> list[bytes]:
+        self.seq += 1
+        now = clock.now_ns()
+        p = self.profile
+        if kind == Kind.STATE:
+            state = RobotState(now, p.default_pos_rad, np.zeros(p.num_joints), np.zeros(p.num_joints), np.array([1.0, 0, 0, 0]),
+                               np.zeros(3), np.array([0, 0, 9.81]), np.zeros(3), np.full(p.num_feet, 30.0))
+            payload: Any = pack_state(state, self.layout)
+        elif kind == Kind.DEPTH:
+            payload = np.full(self.welcome.info["depth_shape"], 1.5, dtype=np.float32)
+        elif kind == Kind.HEIGHT_SCAN:
+            payload = np.full(self.welcome.info["height_scan_points"], 0.3, dtype=np.float32)
+        elif kind == Kind.NAVIGATION:
+            payload = pack_navigation(NavigationCommand(now, 0.5, 0.1, 0.2, True))
+        else:
+            payload = {"session_id": self.session_id, "safety": {"state": "ARMED"}}
+        return [bytes(f) if not isinstance(f, np.ndarray) else f.tobytes() for f in
+                encode(kind, session_id=self.session_id, seq=self.seq, stamp_ns=now, payload=payload)]
+
+    def mutated(self, rng: random.Random, max_mutations: int = 3, base_kind: Kind | None = None,
+                ops: list[int] | None = None) -> list[bytes]:
+        base = self._valid(rng.choice(TELEMETRY_KINDS) if base_kind is None else base_kind)
+        out = mutate(base, rng, MutationContext(self.session_id, self.seq, max_seq=self.seq + self.SEQ_WINDOW), max_mutations, ops)
+        # Seqs stay below the next probe's (byte flips included): a valid in-session message with a larger
+        # seq would shadow later ones, since the client keeps the newest sample by seq and only the server
+        # can publish in its session (docs/security.md, residual risks). Re-testing that forever adds nothing.
+        if len(out) == 3 and len(out[1]) == HEADER_SIZE:
+            seq = struct.unpack_from("<Q", out[1], 16)[0]
+            if seq > self.seq + self.SEQ_WINDOW:
+                header = bytearray(out[1])
+                struct.pack_into("<Q", header, 16, self.seq + seq % self.SEQ_WINDOW)
+                out[1] = bytes(header)
+        return out
+
+    def publish(self, frames: list) -> None:
+        self.stats.sent += 1
+        self.stats.frames += len(frames)
+        self.pub.send_multipart(frames)
+
+    def probe(self, timeout_s: float = 2.0) -> bool:
+        """Publish a valid STATE above every seq used so far; True once the client hands it out."""
+        self.seq += self.SEQ_WINDOW
+        frames = self._valid(Kind.STATE)
+        want = self.seq
+        deadline = time.monotonic() + timeout_s
+        self.pub.send_multipart(frames)
+        while time.monotonic() < deadline:
+            s = self.client.latest(Kind.STATE)
+            if s is not None and s.seq == want:
+                return True
+            time.sleep(0.001)
+        return False
+
+    def check(self, rss_growth_limit_bytes: int = 64 << 20) -> None:
+        rx = self.client._rx_thread
+        if rx is None or not rx.is_alive():
+            self.stats.fail("client telemetry thread died")
+            return
+        if not self.probe():
+            self.stats.fail("client stopped delivering valid telemetry after garbage")
+        info = self.welcome.info
+        for kind in TELEMETRY_KINDS:
+            s = self.client.latest(kind)
+            if s is None:
+                continue
+            problem = self._sample_problem(s, info)
+            if problem:
+                self.stats.fail(f"client handed out an invalid {kind.name} sample: {problem}")
+        growth = rss_bytes() - self.rss0
+        if growth > rss_growth_limit_bytes:
+            self.stats.fail(f"memory grew by {growth / 2**20:.0f} MiB")
+
+    def _sample_problem(self, s: Any, info: dict) -> str | None:
+        if s.session_id != self.session_id:
+            return "foreign session"
+        v, p = s.value, self.profile
+        if s.kind == Kind.STATE:
+            if not isinstance(v, RobotState):
+                return f"type {type(v).__name__}"
+            sizes = {"joint_pos_rad": p.num_joints, "foot_force_n": p.num_feet, "base_quat_wxyz": 4}
+            for name, n in sizes.items():
+                if getattr(v, name).shape != (n,):
+                    return f"{name} shape {getattr(v, name).shape}"
+        # Depth and scan sizes are checked for form (2-D / 1-D float32), not against the handshake: the
+        # client trusts in-session telemetry, which only the server can publish (docs/security.md).
+        elif s.kind == Kind.DEPTH:
+            if not isinstance(v, DepthFrame) or v.distance_m.ndim != 2 or v.distance_m.dtype != np.float32:
+                return f"depth {type(v).__name__} {getattr(getattr(v, 'distance_m', None), 'shape', None)}"
+        elif s.kind == Kind.HEIGHT_SCAN:
+            if not isinstance(v, HeightScan) or v.base_height_above_hit_m.ndim != 1:
+                return f"scan {type(v).__name__} {getattr(getattr(v, 'base_height_above_hit_m', None), 'shape', None)}"
+        elif s.kind == Kind.NAVIGATION:
+            if not isinstance(v, NavigationCommand):
+                return f"type {type(v).__name__}"
+        elif not isinstance(v, dict):
+            return f"status type {type(v).__name__}"
+        return None
+
+    def close(self) -> None:
+        self.client.close()
+        self.pub.close(0)
+        self.server.close()
+
+
+def run_for(target: Any, seconds: float, rng: random.Random, *, batch: int = 200,
+            progress: Callable[[Any], None] | None = None, max_messages: int | None = None) -> FuzzStats:
+    """Feed ``target`` mutated messages for ``seconds`` (bounded), checking invariants every ``batch``."""
+    end = time.monotonic() + seconds
+    feed = target.feed if isinstance(target, CommandFuzzTarget) else target.publish
+    while time.monotonic() < end and (max_messages is None or target.stats.sent < max_messages):
+        for _ in range(batch):
+            feed(target.mutated(rng))
+        if isinstance(target, CommandFuzzTarget):
+            target.tick(3)
+        target.check()
+        if isinstance(target, CommandFuzzTarget):
+            target.reset()
+        if progress is not None:
+            progress(target.stats)
+    return target.stats
