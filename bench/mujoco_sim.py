@@ -6,7 +6,10 @@ wall time. Parts: physics (4 physics steps with the training PD in Python), the 
 and IMU state plus navigation, the height scan (one mj_multiRay of 132 rays per control step) and
 the depth camera (one mj_multiRay of 6,360 rays every 5 control steps).
 
-    python bench/mujoco_sim.py [--terrain parkour] [--seconds 20] [--repeats 3]
+Then it runs the whole sim-to-sim loop (HAL server, inference client and the bundled policy,
+lock-step) and splits its wall time into physics, sensors, policy and the HAL with its threads.
+
+    python bench/mujoco_sim.py [--terrain parkour] [--seconds 20] [--repeats 3] [--no-loop]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def main() -> None:
     ap.add_argument("--terrain", default="parkour", help="course preset (default parkour)")
     ap.add_argument("--seconds", type=float, default=20.0, help="simulated seconds per run")
     ap.add_argument("--repeats", type=int, default=3, help="runs per case; the fastest counts")
+    ap.add_argument("--no-loop", dest="loop", action="store_false", help="skip the whole-loop run with HAL and policy")
     a = ap.parse_args()
 
     cases = [
@@ -71,6 +75,28 @@ def main() -> None:
     for k, v in parts.items():
         print(f"{k:<26}{1e3 * v:>16.2f}{100 * v / total:>8.1f}%")
     print(f"{'(sum of parts)':<26}{1e3 * sum(parts.values()):>16.2f}{100 * sum(parts.values()) / total:>8.1f}%")
+    if a.loop:
+        whole_loop(a, total, parts)
+
+
+def whole_loop(a: argparse.Namespace, backend_cost: float, parts: dict[str, float]) -> None:
+    """The full sim-to-sim loop (krabby-hal-server-mujoco --fast): backend + HAL + inference client + policy."""
+    from krabby.parkour.sim2sim import build_parser, run as run_loop
+
+    args = build_parser().parse_args(["--terrain", a.terrain, "--duration", str(a.seconds), "--fast", "--quiet"])
+    summary = run_loop(args)
+    loop_cost = 1.0 / summary["realtime_factor"]  # wall s per sim s
+    backend_cost = backend_cost - parts["depth camera"]
+    policy = summary["compute_ms_p50"] * 1e-3 * summary["commands_accepted"] / summary["sim_time_s"]
+    from pathlib import Path
+
+    print(f"\nwhole loop ({Path(summary['checkpoint']).parent.name}, --fast; a teacher reads the scan, not depth): "
+          f"{summary['realtime_factor']:.1f} sim s / wall s")
+    print(f"{'part of the whole loop':<26}{'ms per sim s':>16}{'share':>9}")
+    rows = {**{k: v for k, v in parts.items() if k != "depth camera"}, "policy (build+infer+map)": policy,
+            "HAL + threads (the rest)": loop_cost - backend_cost - policy}
+    for k, v in rows.items():
+        print(f"{k:<26}{1e3 * v:>16.2f}{100 * v / loop_cost:>8.1f}%")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,10 @@ def test_realtime_keeps_wall_clock(ckpt, tmp_path):
     assert s["safety"]["watchdog_trips"] == 0
 
 
-def test_clear_errors(tmp_path, capsys):
+def test_clear_errors(ckpt, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--duration", "0.1", "--quiet"]) == 2
     assert "missing.pt" in capsys.readouterr().err
-    assert main(["--checkpoint", str(tmp_path), "--duration", "0.1", "--command_bind", "tcp://127.0.0.1:5999", "--quiet"]) == 2
+    assert main(["--checkpoint", str(tmp_path), "--duration", "0.1", "--quiet"]) == 2
+    assert "no policy here" in capsys.readouterr().err
+    assert main(["--checkpoint", ckpt, "--duration", "0.1", "--command_bind", "tcp://127.0.0.1:5999", "--quiet"]) == 2
     assert "without authentication" in capsys.readouterr().err

@@ -119,6 +119,7 @@ class ParkourInferenceClient:
         device: str = "cpu",
         transport_context: zmq.Context | None = None,
         options: InferenceOptions | None = None,
+        policy: Any = None,
     ):
         self.hal_config = hal_client_config
         self.weights = model_weights
@@ -127,7 +128,7 @@ class ParkourInferenceClient:
         self.options = options or InferenceOptions()
         self.control_rate = control_rate
         self.hal: HalClient | None = None
-        self.policy: Any = None
+        self.policy: Any = policy  # a ParkourPolicy already loaded from model_weights, or None to load it here
         self.builder: ObservationBuilder | None = None
         self.mapper: ActionMapper | None = None
         self.recorder: Any = None
@@ -151,8 +152,9 @@ class ParkourInferenceClient:
         from . import load_policy
 
         w = self.weights
-        self.policy = load_policy(w.checkpoint_path, device=self.device, backend=w.backend,
-                                  **({"num_threads": self.options.num_threads} if self.options.num_threads else {}))
+        if self.policy is None:
+            self.policy = load_policy(w.checkpoint_path, device=self.device, backend=w.backend,
+                                      **({"num_threads": self.options.num_threads} if self.options.num_threads else {}))
         if self.policy.obs_dim != w.obs_dim or self.policy.action_dim != w.action_dim:
             raise ValueError(
                 f"{w.checkpoint_path}: policy has obs_dim {self.policy.obs_dim}, action_dim {self.policy.action_dim}; "

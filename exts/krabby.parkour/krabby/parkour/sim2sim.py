@@ -144,9 +144,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if checkpoint is None:
         raise SystemExit("krabby-hal-server-mujoco: no --checkpoint given and no bundled policy found (policies/go2_demo_teacher)")
     profile = load_robot_profile(args.robot)
+    from . import load_policy
+
+    policy = load_policy(checkpoint, device=args.device, backend=args.backend, num_threads=1)
+    # each policy kind gets the sensor it reads: the teacher the height scan, the student the depth camera
     backend = MujocoBackend(
         MujocoBackendConfig(robot=args.robot, terrain=args.terrain, seed=args.seed, difficulty=args.difficulty,
-                            forward_speed_m_s=args.speed),
+                            forward_speed_m_s=args.speed, enable_height_scan=policy.kind == "teacher",
+                            enable_depth=policy.kind == "student"),
         profile=profile,
     )
     backend.connect()
@@ -166,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         control_rate=args.control_rate, device=args.device, transport_context=ctx,
         options=InferenceOptions(lockstep=args.fast, record_path=args.record,
                                  **({"max_obs_age_s": LOCKSTEP_TIME_LIMIT_S} if args.fast else {})),
+        policy=policy,
     )
     viewer = None
     try:
