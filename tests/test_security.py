@@ -284,6 +284,19 @@ def test_example_deployment_profile_loads():
     assert dep.safety.watchdog_s == 0.1 and dep.safety.max_command_age_s == 0.1 and not dep.safety.arm_on_start
 
 
+def test_jetson_deployment_profile_loads_with_the_runner_sections():
+    from krabby.hal.robot.deploy_config import DeployConfig
+
+    dep = load_deployment("go2_jetson")
+    assert dep.robot == "go2" and dep.command_bind.startswith("inproc://") and dep.server_security() is None
+    assert dep.safety.watchdog_s == 0.1 and not dep.safety.arm_on_start
+    deploy = DeployConfig.from_deployment(dep, robot="go2")
+    assert deploy.dds.network_interface == "eth0" and len(deploy.dds.motor_joint_names) == 12
+    assert deploy.zed.mount_pos_base_m == [0.33, 0.0315, 0.08] and deploy.supervisor.dry_run
+    deploy.supervisor.allow_live = True  # the runner's copy, not the profile's
+    assert not dep.sections["supervisor"].allow_live
+
+
 def test_deployment_configures_both_sides(profile, zmq_context, tmp_path):
     key_dir, allow = tmp_path / "keys", tmp_path / "allowed"
     generate_keypair(key_dir, "robot")
@@ -324,6 +337,10 @@ arm_on_start = true
     ({"server": {"observation_bind": "localhost:5", "command_bind": "inproc://b"}}, "server.observation_bind"),
     ({"server": {"observation_bind": "inproc://a"}}, "server.command_bind"),
     ({"server": {"observation_bind": "inproc://a", "command_bind": "inproc://b"}, "securty": {}}, r"\[securty\]"),
+    ({"server": {"observation_bind": "inproc://a", "command_bind": "inproc://b"}, "hal_safety": {}}, r"now \[safety\]"),
+    ({"server": {"observation_bind": "inproc://a", "command_bind": "inproc://b"}, "dds": {"domain": 1}}, "dds.domain"),
+    ({"server": {"observation_bind": "inproc://a", "command_bind": "inproc://b"}, "zed": {"mount_pos_base_m": [1, 2]}}, "zed.mount_pos_base_m"),
+    ({"server": {"observation_bind": "inproc://a", "command_bind": "inproc://b"}, "supervisor": {"dry_run": 1}}, "supervisor.dry_run"),
 ])
 def test_deployment_errors_name_the_field(tmp_path, data, match):
     with pytest.raises(DeploymentError, match=match):

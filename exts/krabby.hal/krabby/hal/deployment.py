@@ -11,27 +11,35 @@ endpoints, its key pair and the server's public key. ::
 Relative key paths are resolved against the profile's own folder; ``~`` and ``$VARS`` are expanded.
 Keys are loaded only when a side asks for its security (``server_security()`` / ``client_security()``),
 so a laptop holding only the client keys can load the same file as the robot.
+
+Every deployment shares the sections [deployment], [server], [client], [security] and [safety]. A runner
+may add its own sections to the same file: the Jetson robot runner's [dds], [zed], [supervisor] and
+[operator] (``krabby.hal.robot.deploy_config.RUNNER_SECTIONS``, example ``go2_jetson.toml``) are checked
+here like the shared ones and come back typed in ``DeploymentProfile.sections``. Unknown sections and
+fields are errors that name them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .robot_profile import ProfileError, _get, _toml, config_dir
+from .robot_profile import ProfileError, _floats, _get, _names, _toml, config_dir
 from .safety import SafetyConfig
 
 _SECTIONS = {
-    "deployment": {"name", "description"},
+    "deployment": {"name", "description", "robot"},
     "server": {"observation_bind", "command_bind"},
     "client": {"observation_endpoint", "command_endpoint", "client_name"},
     "security": {"allow_insecure_tcp", "key_dir", "server_key", "client_key", "allow_dir", "telemetry_encrypted"},
     "safety": {f.name for f in dataclasses.fields(SafetyConfig)},
 }
 _KEY_FIELDS = ("key_dir", "server_key", "client_key", "allow_dir")
+_RENAMED = {"deploy": "deployment", "hal_safety": "safety", "endpoints": "server"}  # the robot runner's former names
 
 
 class DeploymentError(ProfileError):
@@ -54,6 +62,8 @@ class DeploymentProfile:
     allow_dir: Path | None
     telemetry_encrypted: bool
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    robot: str = "go2"  # robot profile name (config/robots/<robot>.toml) or path
+    sections: Mapping[str, Any] = field(default_factory=dict)  # a runner's own sections, typed (see _runner_sections)
     source_path: Path | None = None
 
     @property
@@ -117,6 +127,48 @@ def _endpoint(d: Mapping[str, Any], key: str, path: str, default: str | None = N
     return value
 
 
+def _runner_sections() -> Mapping[str, type]:
+    """The sections a runner adds to the shared format, name -> dataclass (imported only when a file has one)."""
+    from .robot.deploy_config import RUNNER_SECTIONS
+
+    return RUNNER_SECTIONS
+
+
+def _section_fields(section: str) -> set[str]:
+    if section in _SECTIONS:
+        return _SECTIONS[section]
+    extra = _runner_sections()
+    if section not in extra:
+        hint = f" ([{section}] is now [{_RENAMED[section]}])" if section in _RENAMED else ""
+        raise DeploymentError(f"unknown section [{section}]{hint}; known: {', '.join([*_SECTIONS, *extra])}")
+    return {f.name for f in dataclasses.fields(extra[section])}
+
+
+def _typed_section(cls: type, table: Mapping[str, Any], section: str, positive: bool = False) -> Any:
+    """``cls(**table)``, each field checked against its annotation (bool, int, float, str, list of str or float).
+
+    ``positive``: numbers must be > 0 (timings). Unknown fields were rejected by the caller.
+    """
+    hints = typing.get_type_hints(cls)
+    kw: dict[str, Any] = {}
+    for key in table:
+        path = f"{section}.{key}"
+        kind = hints[key]
+        if typing.get_origin(kind) is typing.Union:  # Optional[X]: TOML has no null, so X
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        if typing.get_origin(kind) is list:
+            if typing.get_args(kind) == (str,):
+                kw[key] = list(_names(table, key, path))
+            else:  # as many numbers as the default has
+                kw[key] = list(_floats(table, key, path, len(getattr(cls(), key))))
+            continue
+        value = _get(table, key, path, kind)
+        if positive and kind is not bool and value <= 0:
+            raise DeploymentError(f"field '{path}' must be > 0, got {value}")
+        kw[key] = value
+    return cls(**kw)
+
+
 def deployment_from_dict(data: Mapping[str, Any], base_dir: Path, origin: str = "<dict>") -> DeploymentProfile:
     try:
         return _from_dict(data, base_dir, origin)
@@ -126,18 +178,18 @@ def deployment_from_dict(data: Mapping[str, Any], base_dir: Path, origin: str = 
 
 def _from_dict(data: Mapping[str, Any], base: Path, origin: str) -> DeploymentProfile:
     for section, value in data.items():
-        if section not in _SECTIONS:
-            raise DeploymentError(f"unknown section [{section}]; known: {', '.join(_SECTIONS)}")
+        known = _section_fields(section)
         if not isinstance(value, Mapping):
             raise DeploymentError(f"'{section}' must be a table")
-        unknown = sorted(set(value) - _SECTIONS[section])
+        unknown = sorted(set(value) - known)
         if unknown:
             raise DeploymentError(f"unknown field(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
-                                  f"known: {', '.join(sorted(_SECTIONS[section]))}")
+                                  f"known: {', '.join(sorted(known))}")
     dep = data.get("deployment", {})
     srv, cli, sec, saf = (data.get(s, {}) for s in ("server", "client", "security", "safety"))
     name = _get(dep, "name", "deployment.name", str) if "name" in dep else Path(origin).stem
     description = _get(dep, "description", "deployment.description", str) if "description" in dep else ""
+    robot = _get(dep, "robot", "deployment.robot", str) if "robot" in dep else "go2"
     observation_bind = _endpoint(srv, "observation_bind", "server.observation_bind")
     command_bind = _endpoint(srv, "command_bind", "server.command_bind")
     observation_endpoint = _endpoint(cli, "observation_endpoint", "client.observation_endpoint", observation_bind)
@@ -171,19 +223,14 @@ def _from_dict(data: Mapping[str, Any], base: Path, origin: str) -> DeploymentPr
             except SecurityError as e:
                 raise DeploymentError(f"field 'security.{field_name}': {e}") from None
 
-    safety_kw: dict[str, Any] = {}
-    for f in dataclasses.fields(SafetyConfig):
-        if f.name in saf:
-            kind = bool if isinstance(f.default, bool) else float
-            value = _get(saf, f.name, f"safety.{f.name}", kind)
-            if kind is float and value <= 0:
-                raise DeploymentError(f"field 'safety.{f.name}' must be > 0, got {value}")
-            safety_kw[f.name] = value
+    runner = [s for s in data if s not in _SECTIONS]  # a runner's own sections (names checked above)
+    sections = {s: _typed_section(_runner_sections()[s], data[s], s) for s in runner}
     return DeploymentProfile(
         name=name, description=description, observation_bind=observation_bind, command_bind=command_bind,
         observation_endpoint=observation_endpoint, command_endpoint=command_endpoint, client_name=client_name,
         allow_insecure_tcp=insecure, key_dir=key_dir, server_key=server_key, client_key=client_key, allow_dir=allow_dir,
-        telemetry_encrypted=telemetry_encrypted, safety=SafetyConfig(**safety_kw), source_path=Path(origin) if origin != "<dict>" else None,
+        telemetry_encrypted=telemetry_encrypted, safety=_typed_section(SafetyConfig, saf, "safety", positive=True),
+        robot=robot, sections=sections, source_path=Path(origin) if origin != "<dict>" else None,
     )
 
 

@@ -66,15 +66,14 @@ class Runner:
     def __init__(self, args: argparse.Namespace, context: Any = None):
         import zmq
 
-        from krabby.hal.robot.deploy_config import load_deploy_config
+        from krabby.hal.deployment import load_deployment
+        from krabby.hal.robot.deploy_config import DeployConfig
         from krabby.hal.robot.runner import RobotStack, StackOptions
 
         self.args = args
         self.context = context or zmq.Context()
         self._own_context = context is None
-        deploy = load_deploy_config(args.deploy)
-        if args.robot:
-            deploy.robot = args.robot
+        deploy = DeployConfig.from_deployment(load_deployment(args.deploy), robot=args.robot)
         self.stack = RobotStack(deploy, StackOptions(
             sim=args.sim, live=args.live, camera=args.camera, script=args.script, arm_policy=args.arm_policy,
             domain_id=args.domain, sim_physics=args.sim_physics, sim_terrain=args.sim_terrain,
@@ -96,8 +95,6 @@ class Runner:
         return self
 
     def _start_client(self) -> None:
-        from krabby.hal.client import HalClientConfig
-
         from .inference import InferenceOptions, ModelWeights, ParkourInferenceClient
 
         a, srv = self.args, self.stack.server
@@ -112,8 +109,9 @@ class Runner:
             except ImportError:
                 log.warning("recording off: the MCAP library is missing (pip install 'krabby[record]')")
         self.client = ParkourInferenceClient(
-            HalClientConfig(observation_endpoint=_client_endpoint(srv.config.observation_bind),
-                            command_endpoint=_client_endpoint(srv.config.command_bind), client_name="jetson-runner"),
+            self.stack.deploy.deployment.client_config(
+                observation_endpoint=_client_endpoint(srv.config.observation_bind),
+                command_endpoint=_client_endpoint(srv.config.command_bind), client_name="jetson-runner"),
             model_weights=ModelWeights(a.checkpoint, action_dim=a.action_dim, obs_dim=a.obs_dim, backend=a.backend),
             control_rate=a.control_rate, device=a.device, transport_context=self.context, options=options)
         self.client.initialize()

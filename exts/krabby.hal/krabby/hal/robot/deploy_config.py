@@ -1,26 +1,23 @@
-"""Deployment profile: how *this* robot is wired (DDS, calibration, camera mount, limits, endpoints).
+"""The robot runner's sections of a deployment profile: how *this* robot is wired (DDS, calibration, camera mount, limits).
 
 The robot profile (config/robots/go2.toml) holds what every Go2 shares; a deployment profile
-(config/deploy/*.toml) holds what belongs to one installation: network interface and DDS domain,
-foot-force calibration, the ZED Mini's mount, supervisor limits, operator scaling, HAL endpoints.
-Unknown keys are errors (a typo must not silently fall back to a default).
+(config/deploy/*.toml, loaded by ``krabby.hal.deployment.load_deployment``, the only reader) holds what
+belongs to one installation. Besides the sections every deployment has ([deployment] with the robot
+profile's name, [server] endpoints, [client], [security], [safety] = the HAL supervisor's timing), the
+runner reads [dds] (network interface, DDS domain, foot-force calibration), [zed] (the ZED Mini's mount),
+[supervisor] (robot-side limits) and [operator] (operator scaling), typed by the dataclasses here::
+
+    deploy = DeployConfig.from_deployment(load_deployment("go2_jetson"))
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import List, Optional
 
-from ..robot_profile import ProfileError, config_dir
-from ..safety import SafetyConfig
+from ..deployment import DeploymentProfile
 from .supervisor import SupervisorConfig
-
-try:
-    import tomllib as _toml
-except ModuleNotFoundError:  # Python 3.10 (JetPack 6)
-    import tomli as _toml  # type: ignore[no-redef]
 
 
 @dataclass
@@ -63,81 +60,28 @@ class OperatorSection:
     terrain_is_flat: bool = False
 
 
-@dataclass
-class EndpointSection:
-    observation_bind: str = "inproc://hal_observation"
-    command_bind: str = "inproc://hal_commands"
+# The robot runner's own sections of a deployment profile; krabby.hal.deployment checks and parses them
+# (unknown fields are errors) into DeploymentProfile.sections. The shared sections ([deployment] robot,
+# [server], [client], [security], [safety]) stay on the DeploymentProfile itself.
+RUNNER_SECTIONS = {"dds": DdsSection, "zed": ZedSection, "supervisor": SupervisorConfig, "operator": OperatorSection}
 
 
 @dataclass
 class DeployConfig:
-    robot: str = "go2"
-    description: str = ""
+    """What the robot runner takes from a deployment profile: the profile itself and its runner sections (fresh copies)."""
+
+    deployment: DeploymentProfile
+    robot: str
     dds: DdsSection = field(default_factory=DdsSection)
     zed: ZedSection = field(default_factory=ZedSection)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
-    hal_safety: SafetyConfig = field(default_factory=SafetyConfig)
     operator: OperatorSection = field(default_factory=OperatorSection)
-    endpoints: EndpointSection = field(default_factory=EndpointSection)
-    source: str = "<defaults>"
+
+    @classmethod
+    def from_deployment(cls, dep: DeploymentProfile, robot: Optional[str] = None) -> "DeployConfig":
+        """``robot`` overrides [deployment] robot (the runner's --robot)."""
+        sections = {name: copy.deepcopy(dep.sections[name]) for name in RUNNER_SECTIONS if name in dep.sections}
+        return cls(deployment=dep, robot=robot or dep.robot, **sections)
 
 
-_SECTIONS = {"dds": DdsSection, "zed": ZedSection, "supervisor": SupervisorConfig, "hal_safety": SafetyConfig,
-             "operator": OperatorSection, "endpoints": EndpointSection}
-
-
-def _fill(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ProfileError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    kwargs = {}
-    for k, v in data.items():
-        default = getattr(cls(), k)
-        if isinstance(default, bool) and not isinstance(v, bool):
-            raise ProfileError(f"{where}.{k} must be true or false, got {v!r}")
-        if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        kwargs[k] = v
-    return cls(**kwargs)
-
-
-def deploy_config_from_dict(data: Mapping[str, Any], origin: str = "<dict>") -> DeployConfig:
-    top = dict(data)
-    head = top.pop("deploy", {})
-    unknown = sorted(set(top) - set(_SECTIONS))
-    if unknown:
-        raise ProfileError(f"{origin}: unknown section(s) {', '.join(unknown)}; known: deploy, {', '.join(_SECTIONS)}")
-    cfg = DeployConfig(robot=head.get("robot", "go2"), description=head.get("description", ""), source=origin)
-    extra = sorted(set(head) - {"robot", "description"})
-    if extra:
-        raise ProfileError(f"{origin}: unknown key(s) in [deploy]: {', '.join(extra)}")
-    for name, cls in _SECTIONS.items():
-        if name in top:
-            setattr(cfg, name, _fill(cls, top[name], f"{origin} [{name}]"))
-    return cfg
-
-
-def load_deploy_config(name_or_path: Optional[str] = None) -> DeployConfig:
-    """By name (config/deploy/<name>.toml) or path; None = built-in defaults (the Go2 on eth0)."""
-    if name_or_path is None:
-        return DeployConfig()
-    p = Path(name_or_path)
-    if p.suffix != ".toml":
-        p = config_dir() / "deploy" / f"{name_or_path}.toml"
-    if not p.is_file():
-        raise ProfileError(f"deployment profile {str(p)!r} not found")
-    with open(p, "rb") as f:
-        try:
-            data = _toml.load(f)
-        except _toml.TOMLDecodeError as e:
-            raise ProfileError(f"{p}: not valid TOML: {e}") from None
-    return deploy_config_from_dict(data, origin=str(p))
-
-
-def as_dict(cfg: DeployConfig) -> Dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-__all__ = ["DeployConfig", "DdsSection", "ZedSection", "OperatorSection", "EndpointSection", "load_deploy_config",
-           "deploy_config_from_dict", "as_dict"]
+__all__ = ["DeployConfig", "DdsSection", "ZedSection", "OperatorSection", "RUNNER_SECTIONS"]

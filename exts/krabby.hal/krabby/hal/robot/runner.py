@@ -32,7 +32,7 @@ from ..devices import unitree_go_dds as dds
 from ..devices.go2_lowlevel import Go2LowLevel, Go2LowLevelConfig
 from ..robot_profile import RobotProfile, load_robot_profile
 from ..safety import SafetyState
-from ..server import HalServer, HalServerConfig
+from ..server import HalServer
 from .deploy_config import DeployConfig
 from .go2_backend import Go2RobotBackend, NoRobotStateError
 from .operator import GamepadInput, GamepadMap, KeyboardInput, Operator, ScriptedInput, parse_script
@@ -186,10 +186,10 @@ class RobotStack:
         if not lowlevel.wait_for_state(5.0 if o.sim else 3.0):
             log.warning("no LowState_ from the robot yet on DDS domain %d (%s): waiting; check the cable/interface",
                         ll_cfg.domain_id, ll_cfg.network_interface or "loopback")
-        hal_cfg = HalServerConfig(
-            observation_bind=o.observation_bind or d.endpoints.observation_bind,
-            command_bind=o.command_bind or d.endpoints.command_bind,
-            safety=d.hal_safety, allow_insecure_tcp=o.insecure_tcp)
+        dep = d.deployment
+        hal_cfg = dep.server_config(
+            observation_bind=o.observation_bind or dep.observation_bind, command_bind=o.command_bind or dep.command_bind,
+            allow_insecure_tcp=o.insecure_tcp or dep.allow_insecure_tcp)
         hal_cfg.safety.arm_on_start = False
         server = RobotHalServer(self.backend, hal_cfg, context=self.context)
         server.stack = self
