@@ -52,3 +52,14 @@ def test_clear_errors(ckpt, tmp_path, capsys):
     assert "no policy here" in capsys.readouterr().err
     assert main(["--checkpoint", ckpt, "--duration", "0.1", "--command_bind", "tcp://127.0.0.1:5999", "--quiet"]) == 2
     assert "without authentication" in capsys.readouterr().err
+
+
+def test_bundled_policy_walks(tmp_path):
+    """The default policy (policies/go2_demo_teacher) walks forward at the commanded speed without falling."""
+    from krabby.parkour.sim2sim import default_checkpoint
+
+    ckpt = default_checkpoint()
+    assert ckpt is not None and ckpt.parent.name == "go2_demo_teacher", ckpt
+    s = run(tmp_path, "bundled", "--terrain", "hurdles", "--duration", "6", "--fast")
+    assert s["falls"] == 0 and s["safety"]["watchdog_trips"] == 0
+    assert s["distance_m"] > 0.7 * 0.5 * 6  # 0.5 m/s commanded
