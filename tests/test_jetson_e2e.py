@@ -2,24 +2,24 @@
 
 jetson/run.py's Runner (policy client + HAL + robot supervisor + 500 Hz LowCmd_ writer) talks to
 the MuJoCo-backed simulated node in a child process: stand up, arm, walk a few seconds with the
-teacher fixture checkpoint, then an e-stop from the Unitree remote bits in LowState_.
+bundled demo policy, then an e-stop from the Unitree remote bits in LowState_.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import FIXTURES
 
 pytest.importorskip("cyclonedds", reason="cyclonedds not installed (pip install cyclonedds==11.0.1)")
 pytest.importorskip("mujoco")
 pytest.importorskip("torch")
 
-CHECKPOINT = FIXTURES / "teacher" / "model_0.pt"
+# the bundled demo policy (it walks), in the repository, so this runs without ../shared
+CHECKPOINT = sorted((Path(__file__).resolve().parents[1] / "policies" / "go2_demo_teacher").glob("model_*.pt"))[-1]
 
 
 def wait_for(pred, timeout_s: float, what: str):
@@ -34,7 +34,7 @@ def wait_for(pred, timeout_s: float, what: str):
 @pytest.mark.slow
 def test_stand_arm_walk_estop_over_dds(tmp_path):
     if not CHECKPOINT.is_file():
-        pytest.skip(f"fixture checkpoint {CHECKPOINT} not present")
+        pytest.skip(f"bundled checkpoint {CHECKPOINT} not present")
     from krabby.hal.robot.supervisor import Mode
     from krabby.hal.safety import SafetyState
     from krabby.parkour.jetson import Runner, build_parser

@@ -37,7 +37,8 @@ def default_checkpoint() -> Path | None:
     from krabby.hal.robot_profile import config_dir
 
     repo = config_dir().parent
-    bundled = sorted((repo / "policies" / "go2_demo_teacher").glob("model_*.pt"))
+    bundled = sorted((repo / "policies" / "go2_demo_teacher").glob("model_*.pt"),
+                     key=lambda p: int(p.stem.split("_")[-1]) if p.stem.split("_")[-1].isdigit() else -1)
     if bundled:
         return bundled[-1]
     fixture = repo.parent / "shared" / "fixtures" / "parkour" / "teacher" / "model_0.pt"
