@@ -1,5 +1,6 @@
-"""The robot runner: hardware backends, the robot-side safety supervisor, operator inputs, dashboard.
+"""The robot runner's HAL side: hardware backends, the robot-side safety supervisor, operator inputs, dashboard.
 
-Nothing here imports Kit. Entry point: ``krabby.hal.robot.runner.main`` (``jetson/run.py``).
-Note: this package composes ``krabby.parkour`` (the inference client) in ``runner.py`` only, lazily.
+Nothing here imports Kit or krabby.parkour. ``runner.RobotStack`` composes the robot HAL server;
+the entry point that adds the inference client is ``krabby.parkour.jetson:main`` (``jetson/run.py``,
+console script ``krabby-hal-server-jetson``).
 """
