@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .robot_profile import ProfileError, _floats, _get, _names, _toml, config_dir
+from .robot_profile import ProfileError, _floats, _get, _names, read_config_toml
 from .safety import SafetyConfig
 
 _SECTIONS = {
@@ -236,16 +236,7 @@ def _from_dict(data: Mapping[str, Any], base: Path, origin: str) -> DeploymentPr
 
 def load_deployment(path: str | os.PathLike) -> DeploymentProfile:
     """Load ``config/deploy/<name>.toml`` (by name) or a TOML file (by path); validates every field."""
-    p = Path(path).expanduser()
-    if p.suffix != ".toml":
-        p = config_dir() / "deploy" / f"{path}.toml"
-    if not p.is_file():
-        raise DeploymentError(f"deployment profile {str(p)!r} not found")
-    try:
-        with open(p, "rb") as f:
-            data = _toml.load(f)
-    except _toml.TOMLDecodeError as e:
-        raise DeploymentError(f"{p}: not valid TOML: {e}") from None
+    p, data = read_config_toml("deploy", path, "deployment profile", DeploymentError)
     return deployment_from_dict(data, p.resolve().parent, origin=str(p))
 
 

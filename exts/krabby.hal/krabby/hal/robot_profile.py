@@ -222,18 +222,27 @@ def config_dir() -> Path:
     )
 
 
-def load_robot_profile(name_or_path: str | os.PathLike = "go2") -> RobotProfile:
-    """Load a profile by name (``config/robots/<name>.toml``) or by file path; validates every field."""
-    p = Path(name_or_path)
+def read_config_toml(folder: str, name_or_path: str | os.PathLike, what: str,
+                     error: type[ValueError] = ProfileError) -> tuple[Path, dict[str, Any]]:
+    """Find ``config/<folder>/<name>.toml`` (by name) or a TOML file (by path) and parse it.
+
+    Raises ``error`` with a one-line message when the file is missing or is not valid TOML.
+    """
+    p = Path(name_or_path).expanduser()
     if p.suffix != ".toml":
-        p = config_dir() / "robots" / f"{name_or_path}.toml"
+        p = config_dir() / folder / f"{name_or_path}.toml"
     if not p.is_file():
-        raise ProfileError(f"robot profile {str(p)!r} not found")
+        raise error(f"{what} {str(p)!r} not found")
     try:
         with open(p, "rb") as f:
-            data = _toml.load(f)
+            return p, _toml.load(f)
     except _toml.TOMLDecodeError as e:
-        raise ProfileError(f"{p}: not valid TOML: {e}") from None
+        raise error(f"{p}: not valid TOML: {e}") from None
+
+
+def load_robot_profile(name_or_path: str | os.PathLike = "go2") -> RobotProfile:
+    """Load a profile by name (``config/robots/<name>.toml``) or by file path; validates every field."""
+    p, data = read_config_toml("robots", name_or_path, "robot profile")
     return profile_from_dict(data, origin=str(p))
 
 
