@@ -122,6 +122,11 @@ class VideoWriter:
         return self.path
 
 
+def _ms(value: float | None) -> str:
+    """A live-line number: '  -  ' until the first sample exists."""
+    return "  -  " if value is None or math.isnan(value) else f"{value:5.2f}"
+
+
 def _pct(values: list[float], q: float) -> float | None:
     import numpy as np
 
@@ -219,7 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 next_status = now + 0.5
                 m = client.metrics()
                 print(f"\rt={(step + 1) * period_s:5.1f} s  rate={(step + 1) / (now - wall0):6.1f} Hz  "
-                      f"compute={m['compute_ms_p50'] or 0:5.2f} ms  obs age={m['obs_age_ms_p50'] or 0:5.2f} ms  "
+                      f"compute={_ms(m['compute_ms_p50'])} ms  obs age={_ms(m['obs_age_ms_p50'])} ms  "
                       f"safety={server.supervisor.state.name:6s}  distance={progress_before_falls + backend.progress_m:5.2f} m  "
                       f"falls={falls}", end="", flush=True)
         wall_s = time.perf_counter() - wall0
