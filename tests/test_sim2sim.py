@@ -63,3 +63,16 @@ def test_bundled_policy_walks(tmp_path):
     s = run(tmp_path, "bundled", "--terrain", "hurdles", "--duration", "6", "--fast")
     assert s["falls"] == 0 and s["safety"]["watchdog_trips"] == 0
     assert s["distance_m"] > 0.7 * 0.5 * 6  # 0.5 m/s commanded
+
+
+def test_student_runs_on_the_depth_camera_through_onnx(tmp_path):
+    """A student export runs in the loop on MuJoCo's ray-cast depth, through onnxruntime, and replays exactly."""
+    from conftest import FIXTURES
+
+    if not (FIXTURES / "exported_deploy").is_dir():
+        pytest.skip(f"parkour fixtures not found at {FIXTURES}")
+    log = tmp_path / "student.mcap"
+    s = run(tmp_path, "student", "--checkpoint", str(FIXTURES / "exported_deploy"), "--backend", "onnx",
+            "--duration", "2", "--fast", "--record", str(log))
+    assert s["policy_kind"] == "student" and s["commands_accepted"] == 100 and not s["commands_refused"]
+    assert replay(log, backend="onnx").max_abs_diff == 0.0
