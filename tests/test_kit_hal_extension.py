@@ -268,8 +268,7 @@ def test_panel_buttons_and_live_plots(start, profile):
     assert ext.server.supervisor.state == SafetyState.ARMED
     kit.play()
     kit.step(41)
-    ext._next_ui_s = 0.0
-    kit.update()
+    ext.window_host.update(force=True)  # the panel redraws at ui_refresh_hz; do not wait for it
     labels = [label.text for label in window.find(FakeLabel)]
     assert "ARMED" in labels
     assert any(t.startswith("telemetry inproc://") for t in labels)

@@ -319,3 +319,42 @@ def test_panel_model_with_a_real_server(profile):
     finally:
         server.close()
     assert "not running" in HalPanelModel(None, error="").snapshot().warning
+
+
+def test_panel_window_host_creates_lazily_and_throttles_redraws():
+    from krabby.hal.panel_model import PanelWindowHost
+
+    made, draws, now = [], [], [0.0]
+
+    class Window:
+        visible = False
+
+        def refresh(self, snap):
+            draws.append(snap)
+
+        def destroy(self):
+            made.remove(self)
+
+    def make():
+        made.append(Window())
+        return made[-1]
+
+    host = PanelWindowHost(make, lambda: now[0], refresh_hz=10.0, now_s=lambda: now[0])
+    host.show(False)
+    assert not made  # hiding a window that was never shown creates nothing
+    host.toggle()
+    assert len(made) == 1 and host.visible and draws == [0.0]
+    host.update()
+    now[0] = 0.05
+    host.update()  # inside the 0.1 s period: no redraw
+    assert draws == [0.0, 0.0]
+    now[0] = 0.11
+    host.update()
+    assert draws[-1] == 0.11
+    host.update(force=True)
+    assert len(draws) == 4
+    host.toggle()
+    host.update(force=True)  # hidden: nothing drawn
+    assert len(draws) == 4 and len(made) == 1
+    host.destroy()
+    assert not made and host.window is None

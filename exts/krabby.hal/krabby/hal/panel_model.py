@@ -19,6 +19,53 @@ from . import clock
 from .types import ActuatorCommand, SensorFrame
 
 
+class PanelWindowHost:
+    """A panel window created on first show and refreshed at most ``refresh_hz`` times a second.
+
+    Both Kit extensions host their omni.ui window through this, so the show/toggle/throttle logic
+    is written once and runs without Kit. ``make_window()`` returns an object with ``visible``,
+    ``refresh(snapshot)`` and ``destroy()``; ``snapshot()`` returns what it draws.
+    """
+
+    def __init__(self, make_window: Callable[[], Any], snapshot: Callable[[], Any], refresh_hz: float,
+                 now_s: Callable[[], float] = time.monotonic):
+        self._make_window, self._snapshot, self._now_s = make_window, snapshot, now_s
+        self._period_s = 1.0 / max(refresh_hz, 1.0)
+        self._next_s = 0.0
+        self.window: Any = None
+
+    @property
+    def visible(self) -> bool:
+        return self.window is not None and self.window.visible
+
+    def show(self, visible: bool = True) -> None:
+        if self.window is None:
+            if not visible:
+                return
+            self.window = self._make_window()
+        self.window.visible = visible
+        if visible:
+            self.window.refresh(self._snapshot())
+
+    def toggle(self, *_args: Any) -> None:
+        self.show(not self.visible)
+
+    def update(self, force: bool = False) -> None:
+        """Per app update: redraw when visible and the refresh period has passed (or ``force``)."""
+        if not self.visible:
+            return
+        now = self._now_s()
+        if now < self._next_s and not force:
+            return
+        self._next_s = now + self._period_s
+        self.window.refresh(self._snapshot())
+
+    def destroy(self) -> None:
+        if self.window is not None:
+            self.window.destroy()
+            self.window = None
+
+
 class CounterRates:
     """Per-second rates of increasing counters over a sliding window of samples."""
 

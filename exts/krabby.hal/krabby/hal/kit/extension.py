@@ -29,7 +29,7 @@ import omni.usd
 
 from ..ext_settings import HalExtSettings, connect_endpoint
 from ..isaac_stepper import PhysicsStepper, effective_rates, physics_rate_message
-from ..panel_model import HalPanelModel
+from ..panel_model import HalPanelModel, PanelWindowHost
 from ..robot_profile import load_robot_profile
 from ..safety import SafetyConfig
 from ..sim_articulation import HeadingHoldNavigation
@@ -68,9 +68,7 @@ class KrabbyHalExtension(omni.ext.IExt):
         self._ext_id = ext_id
         self._subs: list[Any] = []
         self._menu_items: Optional[list] = None
-        self._window = None
         self._autoplay_task = None
-        self._next_ui_s = 0.0
         self.server = None
         self.stepper: Optional[PhysicsStepper] = None
         self.backend: Optional[IsaacSimBackend] = None
@@ -84,6 +82,7 @@ class KrabbyHalExtension(omni.ext.IExt):
             carb.log_error(f"[krabby.hal] HAL not started: {self.error}")
         self.panel = HalPanelModel(self.server, self.stepper, error=self.error)
         self.panel.attach()
+        self.window_host = PanelWindowHost(self._make_window, self.panel.snapshot, self.settings.ui_refresh_hz)
         if self.stepper is not None:
             self._subscribe_simulation()
         self._subscribe_update()
@@ -107,9 +106,7 @@ class KrabbyHalExtension(omni.ext.IExt):
             _release(sub)
         self._subs.clear()
         self._remove_menu()
-        if self._window is not None:
-            self._window.destroy()
-            self._window = None
+        self.window_host.destroy()
         self.panel.detach()
         if self.server is not None:
             self.server.close()  # linger 0 on both sockets, command thread joined
@@ -265,28 +262,19 @@ class KrabbyHalExtension(omni.ext.IExt):
         remove_menu_items(self._menu_items, "Window")
         self._menu_items = None
 
-    def show_window(self, visible: bool = True) -> None:
-        if self._window is None:
-            if not visible:
-                return
-            from .ui import HalWindow
+    def _make_window(self) -> Any:
+        from .ui import HalWindow
 
-            self._window = HalWindow(self.panel)
-        self._window.visible = visible
-        if visible:
-            self._window.refresh(self.panel.snapshot())
+        return HalWindow(self.panel)
+
+    def show_window(self, visible: bool = True) -> None:
+        self.window_host.show(visible)
 
     def toggle_window(self, *_args) -> None:
-        self.show_window(not (self._window is not None and self._window.visible))
+        self.window_host.toggle()
 
     def _on_update(self, _event=None) -> None:
-        if self._window is None or not self._window.visible:
-            return
-        now = time.monotonic()
-        if now < self._next_ui_s:
-            return
-        self._next_ui_s = now + 1.0 / max(self.settings.ui_refresh_hz, 1.0)
-        self._window.refresh(self.panel.snapshot())
+        self.window_host.update()
 
 
 __all__ = ["KrabbyHalExtension", "current", "HalSetupError", "MENU_NAME"]

@@ -9,13 +9,14 @@ Krabby Parkour picks a checkpoint and starts/stops the policy; headless runs set
 from __future__ import annotations
 
 import gc
-import time
 from typing import Any, Optional
 
 import carb
 import carb.settings
 import omni.ext
 import omni.kit.app
+
+from krabby.hal.panel_model import PanelWindowHost
 
 from ..panel_model import ParkourExtSettings, PolicyRunner, PolicyStartError
 
@@ -33,10 +34,9 @@ class KrabbyParkourExtension(omni.ext.IExt):
         self._ext_id = ext_id
         self._subs: list[Any] = []
         self._menu_items: Optional[list] = None
-        self._window = None
-        self._next_ui_s = 0.0
         self.settings = ParkourExtSettings.from_getter(carb.settings.get_settings().get)
         self.runner = PolicyRunner()
+        self.window_host = PanelWindowHost(self._make_window, self.runner.snapshot, self.settings.ui_refresh_hz)
         self._subscribe_update()
         self._add_menu()
         if self.settings.show_window:
@@ -61,9 +61,7 @@ class KrabbyParkourExtension(omni.ext.IExt):
 
             remove_menu_items(self._menu_items, "Window")
             self._menu_items = None
-        if self._window is not None:
-            self._window.destroy()
-            self._window = None
+        self.window_host.destroy()
         gc.collect()
 
     # ---------------------------------------------------------------------------- policy
@@ -123,28 +121,19 @@ class KrabbyParkourExtension(omni.ext.IExt):
         self._menu_items = [MenuItemDescription(name=MENU_NAME, onclick_fn=self.toggle_window)]
         add_menu_items(self._menu_items, "Window")
 
-    def show_window(self, visible: bool = True) -> None:
-        if self._window is None:
-            if not visible:
-                return
-            from .ui import ParkourWindow
+    def _make_window(self) -> Any:
+        from .ui import ParkourWindow
 
-            self._window = ParkourWindow(self.settings.checkpoint, self.start_policy, self.stop_policy)
-        self._window.visible = visible
-        if visible:
-            self._window.refresh(self.runner.snapshot())
+        return ParkourWindow(self.settings.checkpoint, self.start_policy, self.stop_policy)
+
+    def show_window(self, visible: bool = True) -> None:
+        self.window_host.show(visible)
 
     def toggle_window(self, *_args) -> None:
-        self.show_window(not (self._window is not None and self._window.visible))
+        self.window_host.toggle()
 
     def _on_update(self, _event=None) -> None:
-        if self._window is None or not self._window.visible:
-            return
-        now = time.monotonic()
-        if now < self._next_ui_s:
-            return
-        self._next_ui_s = now + 1.0 / max(self.settings.ui_refresh_hz, 1.0)
-        self._window.refresh(self.runner.snapshot())
+        self.window_host.update()
 
 
 __all__ = ["KrabbyParkourExtension", "current", "MENU_NAME"]
