@@ -3,7 +3,7 @@
     python bench/fault_timing.py [--trials 10] [--configs 0.1:0.5 0.2:0.5] [--transports curve insecure]
 
 For each (watchdog_s, hold_s) and transport, the HAL server runs the loopback test double at the Go2's
-50 Hz control rate; a client *process* (python -m krabby.hal.faults client) commands it over tcp on
+50 Hz control rate; a client *process* (python -m krabby.hal.testing.faults client) commands it over tcp on
 127.0.0.1 until it is killed with SIGKILL. Times are the supervisor's own transition stamps minus the
 kill time (same machine, same clock). Prints a markdown table; docs/security.md holds the last one.
 """
@@ -23,10 +23,11 @@ import zmq
 
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
-from krabby.hal.faults import kill_to_safe, spawn_client, wait_ready
+from krabby.hal.testing.faults import kill_to_safe, spawn_client, wait_ready
 from krabby.hal.robot_profile import load_robot_profile
 from krabby.hal.safety import SafetyConfig, SafetyState
-from krabby.hal.security import CurveServerKeys, add_to_allow_list, generate_keypair
+from krabby.hal.deploy.curve import CurveServerKeys
+from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair
 from krabby.hal.server import HalServer, HalServerConfig
 
 REPO = Path(__file__).resolve().parents[1]

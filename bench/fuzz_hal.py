@@ -2,7 +2,7 @@
 
     python bench/fuzz_hal.py --minutes 10 [--seed 1] [--transport inproc|tcp] [--out fuzz_failures.json]
 
-Uses the same structure-aware mutators and invariants as tests/test_fuzz_hal.py (krabby/hal/fuzzing.py),
+Uses the same structure-aware mutators and invariants as tests/test_fuzz_hal.py (krabby/hal/testing/),
 driven by a seeded random.Random so a run can be repeated. Time is split between the two targets
 (two thirds commands, one third telemetry). Prints progress every ~10 s and a summary: messages and
 frames tried, crashes (invariant violations, missing replies, dead threads), accepted commands,
@@ -21,7 +21,8 @@ import time
 
 import zmq
 
-from krabby.hal.fuzzing import CommandFuzzTarget, TelemetryFuzzTarget, rss_bytes, run_for
+from krabby.hal.testing.fuzz_mutations import rss_bytes
+from krabby.hal.testing.fuzz_targets import CommandFuzzTarget, TelemetryFuzzTarget, run_for
 from krabby.hal.robot_profile import load_robot_profile
 
 

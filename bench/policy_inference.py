@@ -34,7 +34,7 @@ from krabby.parkour import load_policy, networks, obs_layout
 from krabby.parkour.actions import ActionMapper
 from krabby.parkour.observation import ObservationBuilder, apply_predicted_yaw, proprio_for_depth_encoder
 from krabby.parkour.onnx_export import export_onnx
-from krabby.parkour.policy import PolicyWeights, read_weights
+from krabby.parkour.policy_formats import PolicyWeights, read_weights
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "parkour"
 

@@ -23,11 +23,12 @@ from krabby.hal import clock
 from krabby.hal import client as client_module
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig
-from krabby.hal.faults import LinkPolicy, LossyZmtpProxy, kill_to_safe, spawn_client, wait_ready
-from krabby.hal.fuzzing import rss_bytes
+from krabby.hal.testing.faults import LinkPolicy, LossyZmtpProxy, kill_to_safe, spawn_client, wait_ready
+from krabby.hal.testing.fuzz_mutations import rss_bytes
 from krabby.hal.protocol import Ack, Kind, Reason, decode, encode
 from krabby.hal.safety import SafetyConfig, SafetyState
-from krabby.hal.security import CurveClientKeys, CurveServerKeys, add_to_allow_list, generate_keypair, load_public_key, load_secret_key
+from krabby.hal.deploy.curve import CurveClientKeys, CurveServerKeys
+from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair, load_public_key, load_secret_key
 from krabby.hal.server import HalError, HalServer, HalServerConfig
 from krabby.hal.types import ActuatorMode, DepthFrame
 

@@ -1,7 +1,7 @@
 """Structure-aware fuzzing of the HAL (quick run; the long run is `python bench/fuzz_hal.py --minutes N`).
 
-Hypothesis drives the random source of krabby.hal.fuzzing's mutators, so a failure shrinks to a
-small list of mutations. Invariants are the harnesses' (see krabby/hal/fuzzing.py): the server and
+Hypothesis drives the random source of krabby.hal.testing.fuzz_mutations, so a failure shrinks to a
+small list of mutations. Invariants are the harnesses' (see krabby/hal/testing/fuzz_targets.py): the server and
 client threads survive, every message gets one reply, nothing the oracle refuses is accepted,
 nothing unvalidated is ever applied, memory stays bounded, valid traffic still works afterwards.
 The last tests pin the bugs the fuzzer found.
@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from conftest import endpoints
 from krabby.hal import clock
-from krabby.hal.fuzzing import NUM_OPS, CommandFuzzTarget, TelemetryFuzzTarget
+from krabby.hal.testing.fuzz_mutations import NUM_OPS
+from krabby.hal.testing.fuzz_targets import CommandFuzzTarget, TelemetryFuzzTarget
 from krabby.hal.protocol import TELEMETRY_KINDS, Ack, DType, Header, Kind, ProtocolError, Reason, decode, encode
 from krabby.hal.safety import SafetyState
 from krabby.hal.types import ActuatorMode

@@ -44,7 +44,7 @@ def _pure_modules() -> list[str]:
 def test_every_module_outside_kit_imports_without_kit_or_isaac():
     """Import all pure modules in a fresh interpreter; none may pull in omni/carb/pxr/isaacsim/isaaclab."""
     mods = _pure_modules()
-    assert "krabby.hal.isaac.main" in mods and "krabby.hal.isaac_stepper" in mods and "krabby.parkour.panel_model" in mods
+    assert "krabby.hal.isaac.main" in mods and "krabby.hal.isaac.stepper" in mods and "krabby.parkour.panel_model" in mods
     code = f"""
 import importlib, json, sys
 forbidden = {FORBIDDEN!r}
@@ -126,7 +126,7 @@ def test_versions_agree():
 
 
 def test_manifest_settings_equal_the_typed_defaults():
-    from krabby.hal.ext_settings import HalExtSettings
+    from krabby.hal.isaac.ext_settings import HalExtSettings
     from krabby.parkour.panel_model import ParkourExtSettings
 
     for name, cls in (("krabby.hal", HalExtSettings), ("krabby.parkour", ParkourExtSettings)):

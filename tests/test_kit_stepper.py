@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from krabby.hal.ext_settings import HalExtSettings, coerce, connect_endpoint
-from krabby.hal.isaac_stepper import (
+from krabby.hal.isaac.ext_settings import HalExtSettings, coerce, connect_endpoint
+from krabby.hal.isaac.stepper import (
     JointMapError, JointNameMap, PhysicsStepper, Rates, effective_rates, pd_efforts, physics_rate_message,
 )
-from krabby.hal.panel_model import CounterRates, HalPanelModel, JointTrace
+from krabby.hal.isaac.panel_model import CounterRates, HalPanelModel, JointTrace
 from krabby.hal.safety import SafetyState
-from krabby.hal.sim_articulation import (
+from krabby.hal.isaac.articulation import (
     ArticulationHalBackend, ArticulationIO, HeadingHoldNavigation, depth_image, depth_rays, height_scan_rays,
     height_scan_values, world_to_body,
 )
@@ -322,7 +322,7 @@ def test_panel_model_with_a_real_server(profile):
 
 
 def test_panel_window_host_creates_lazily_and_throttles_redraws():
-    from krabby.hal.panel_model import PanelWindowHost
+    from krabby.hal.isaac.panel_model import PanelWindowHost
 
     made, draws, now = [], [], [0.0]
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from krabby.parkour import ParkourPolicy, PolicyLoadError, load_policy
-from krabby.parkour import networks, policy as policy_mod
+from krabby.parkour import networks, policy_formats as policy_mod
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "parkour"
 needs_fixtures = pytest.mark.skipif(

@@ -18,13 +18,13 @@ from conftest import REPO, endpoints
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
-from krabby.hal.deployment import DeploymentError, deployment_from_dict, load_deployment
-from krabby.hal.keys_cli import main as keys_main
+from krabby.hal.deploy.profile import DeploymentError, deployment_from_dict, load_deployment
+from krabby.hal.deploy.keys_cli import main as keys_main
 from krabby.hal.protocol import Kind, Reason, Topic, decode, encode
 from krabby.hal.safety import SafetyConfig
-from krabby.hal.security import (
-    AllowList, CurveClientKeys, CurveServerKeys, SecurityError, add_to_allow_list, generate_keypair, load_public_key,
-    load_secret_key, running_authenticators,
+from krabby.hal.deploy.curve import CurveClientKeys, CurveServerKeys, running_authenticators
+from krabby.hal.deploy.keys import (
+    AllowList, SecurityError, add_to_allow_list, generate_keypair, load_public_key, load_secret_key,
 )
 from krabby.hal.server import HalError, HalServer, HalServerConfig
 
@@ -118,7 +118,7 @@ def test_keys_cli(tmp_path, capsys):
     _, secret = load_secret_key(f"{keys}/policy.key_secret")
     assert load_public_key(f"{keys}/policy.key").decode() in out and secret.decode() not in out
     # also runnable as a module
-    r = subprocess.run([sys.executable, "-m", "krabby.hal.keys_cli", "show", keys], capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "krabby.hal.deploy.keys_cli", "show", keys], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 0 and "policy.key" in r.stdout
 
 

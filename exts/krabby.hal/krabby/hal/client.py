@@ -40,7 +40,7 @@ class HalClientConfig:
     ack_timeout_s: float = 0.1
     client_name: str = "krabby-client"
     rcvhwm: int = 32
-    security: Any = None  # krabby.hal.security.CurveClientKeys for an authenticated tcp server
+    security: Any = None  # krabby.hal.deploy.curve.CurveClientKeys for an authenticated tcp server
 
 
 @dataclass(frozen=True)

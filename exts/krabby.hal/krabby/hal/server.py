@@ -50,7 +50,7 @@ class HalServerConfig:
     telemetry_sndhwm: int = 32  # messages queued per subscriber before PUB drops (bounded memory)
     command_rcvhwm: int = 64
     allow_insecure_tcp: bool = False  # explicit opt-out of CURVE on a tcp command channel
-    security: Any = None  # krabby.hal.security.CurveServerKeys when tcp is authenticated
+    security: Any = None  # krabby.hal.deploy.curve.CurveServerKeys when tcp is authenticated
 
 
 def bind_socket(sock: zmq.Socket, endpoint: str, what: str) -> None:

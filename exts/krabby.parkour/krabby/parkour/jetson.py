@@ -66,7 +66,7 @@ class Runner:
     def __init__(self, args: argparse.Namespace, context: Any = None):
         import zmq
 
-        from krabby.hal.deployment import load_deployment
+        from krabby.hal.deploy.profile import load_deployment
         from krabby.hal.robot.deploy_config import DeployConfig
         from krabby.hal.robot.runner import RobotStack, StackOptions
 

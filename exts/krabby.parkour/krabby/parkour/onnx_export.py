@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from . import networks, obs_layout
-from .policy import (
+from .policy_formats import (
     ONNX_FORMAT,
     ONNX_FORMAT_VERSION,
     ONNX_MANIFEST,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from krabby.hal.ext_settings import read_settings
+from krabby.hal.isaac.ext_settings import read_settings
 
 PARKOUR_SETTINGS_PREFIX = "/exts/krabby.parkour/"
 

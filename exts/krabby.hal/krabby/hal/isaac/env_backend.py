@@ -21,10 +21,10 @@ import numpy as np
 
 from .. import clock
 from ..backend import HalBackend
-from ..isaac_stepper import JointNameMap
 from ..robot_profile import RobotProfile
-from ..sim_articulation import HeadingHoldNavigation, ImuEstimator
 from ..types import ActuatorCommand, DepthFrame, HeightScan, RobotState, SensorFrame
+from .articulation import HeadingHoldNavigation, ImuEstimator
+from .stepper import JointNameMap
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -269,10 +269,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run(args: argparse.Namespace, simulation_app: Any) -> int:
     """Everything after the app is up: imports that need it, env, HAL server, in-process client, loop."""
     import gymnasium as gym
+    import isaaclab_tasks  # noqa: F401 - registers the Isaac Lab tasks
     import torch
     import zmq
-
-    import isaaclab_tasks  # noqa: F401 - registers the Isaac Lab tasks
     from isaaclab_tasks.utils import parse_env_cfg
 
     try:  # the Isaaclab_Parkour tasks register themselves on import, when installed
@@ -281,12 +280,12 @@ def run(args: argparse.Namespace, simulation_app: Any) -> int:
         pass
 
     from ..client import HalClientConfig
-    from ..ext_settings import connect_endpoint
     from ..robot_profile import load_robot_profile
     from ..safety import SafetyConfig
     from ..server import HalError, HalServer, HalServerConfig
-    from ..sim_articulation import HeadingHoldNavigation
+    from .articulation import HeadingHoldNavigation
     from .env_backend import IsaacLabEnvBackend
+    from .ext_settings import connect_endpoint
 
     device = getattr(args, "device", None) or "cuda:0"
     env_cfg = parse_env_cfg(args.task, device=device, num_envs=1)

@@ -9,7 +9,7 @@ Lifecycle (hot reload and disable/enable run on_shutdown then on_startup):
 - on_shutdown: drop every subscription, remove the menu item, destroy the window, cancel the
   autoplay task, close the server (sockets linger 0, command thread joined).
 
-Physics callbacks only forward to ``krabby.hal.isaac_stepper.PhysicsStepper`` (pure, tested).
+Physics callbacks only forward to ``krabby.hal.isaac.stepper.PhysicsStepper`` (pure, tested).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import omni.physx
 import omni.timeline
 import omni.usd
 
-from ..ext_settings import HalExtSettings, connect_endpoint
-from ..isaac_stepper import PhysicsStepper, effective_rates, physics_rate_message
-from ..panel_model import HalPanelModel, PanelWindowHost
+from ..isaac.articulation import HeadingHoldNavigation
+from ..isaac.ext_settings import HalExtSettings, connect_endpoint
+from ..isaac.panel_model import HalPanelModel, PanelWindowHost
+from ..isaac.stepper import PhysicsStepper, effective_rates, physics_rate_message
 from ..robot_profile import load_robot_profile
 from ..safety import SafetyConfig
-from ..sim_articulation import HeadingHoldNavigation
 from . import physics_scene
 from .sim_backend import IsaacSimBackend
 

@@ -3,7 +3,7 @@
 Written against Isaac Sim 5.1's ``isaacsim.core.prims`` (``Articulation``, ``RigidPrim``) and
 omni.physx scene queries (see ../shared/research/kit_conventions.md §5.2, §5.4). Only the calls to
 those APIs live here; the PD, name mapping, frames, height scan and depth geometry are in the pure
-``krabby.hal.sim_articulation`` module.
+``krabby.hal.isaac.articulation`` module.
 
 - Joint state is mapped to robot order BY NAME (``JointNameMap`` over ``Articulation.dof_names``).
 - The joint drives' gains are set to zero and the training PD torque is written with
@@ -16,11 +16,10 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-
 import omni.usd
 
+from ..isaac.articulation import ArticulationHalBackend, ArticulationIO, RayCaster
 from ..robot_profile import RobotProfile
-from ..sim_articulation import ArticulationHalBackend, ArticulationIO, RayCaster
 
 
 class RobotNotFoundError(RuntimeError):

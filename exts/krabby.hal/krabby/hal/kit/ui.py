@@ -1,6 +1,6 @@
 """The Krabby HAL window (omni.ui): endpoints, connection, rates, latency, safety, operator buttons, joint plots.
 
-It only draws ``krabby.hal.panel_model.HalPanelModel`` snapshots; it is refreshed from the app's
+It only draws ``krabby.hal.isaac.panel_model.HalPanelModel`` snapshots; it is refreshed from the app's
 update event (main thread), never from physics callbacks.
 """
 
@@ -10,7 +10,7 @@ from typing import Callable
 
 import omni.ui as ui
 
-from ..panel_model import HalPanelModel, HalPanelSnapshot
+from ..isaac.panel_model import HalPanelModel, HalPanelSnapshot
 
 GREEN = 0xFF40E040  # omni.ui colours are 0xAABBGGRR
 RED = 0xFF4040FF

@@ -1,11 +1,9 @@
 """The robot runner's sections of a deployment profile: how *this* robot is wired (DDS, calibration, camera mount, limits).
 
 The robot profile (config/robots/go2.toml) holds what every Go2 shares; a deployment profile
-(config/deploy/*.toml, loaded by ``krabby.hal.deployment.load_deployment``, the only reader) holds what
-belongs to one installation. Besides the sections every deployment has ([deployment] with the robot
-profile's name, [server] endpoints, [client], [security], [safety] = the HAL supervisor's timing), the
-runner reads [dds] (network interface, DDS domain, foot-force calibration), [zed] (the ZED Mini's mount),
-[supervisor] (robot-side limits) and [operator] (operator scaling), typed by the dataclasses here::
+(config/deploy/*.toml, loaded by ``krabby.hal.deploy.profile.load_deployment``, the only reader) holds what
+belongs to one installation. Its runner sections ([dds], [zed], [supervisor], [operator]) are typed in
+``krabby.hal.deploy.robot_sections``; this is the runner's view of them::
 
     deploy = DeployConfig.from_deployment(load_deployment("go2_jetson"))
 """
@@ -16,54 +14,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from ..deployment import DeploymentProfile
+from ..deploy.profile import DeploymentProfile
+from ..deploy.robot_sections import RUNNER_SECTIONS, DdsSection, OperatorSection, ZedSection
 from .supervisor import SupervisorConfig
-
-
-@dataclass
-class DdsSection:
-    domain_id: int = 0
-    network_interface: Optional[str] = "eth0"
-    write_rate_hz: float = 500.0
-    motor_joint_names: Optional[List[str]] = None
-    foot_force_names: Optional[List[str]] = None
-    foot_force_n_per_count: float = 1.0
-    foot_force_offset_counts: float = 0.0
-
-
-@dataclass
-class ZedSection:
-    """ZED Mini: capture settings and mount (left lens optical centre, in the base frame)."""
-
-    enabled: bool = True
-    serial_number: int = 0  # 0 = the first camera found
-    resolution: str = "VGA"  # VGA 672x376 runs up to 100 FPS
-    fps: int = 100
-    depth_mode: str = "PERFORMANCE"
-    min_depth_m: float = 0.15
-    max_depth_m: float = 3.0
-    mount_pos_base_m: List[float] = field(default_factory=lambda: [0.33, 0.0315, 0.08])
-    mount_roll_deg: float = 0.0
-    mount_pitch_down_deg: float = 20.0
-    mount_yaw_deg: float = 0.0
-    output_rate_hz: float = 50.0  # reprojections to the training camera per second (latest frame)
-    source_stride: int = 2  # use every n-th ZED pixel (VGA/2 still gives ~10 points per training pixel)
-
-
-@dataclass
-class OperatorSection:
-    max_forward_m_s: float = 1.0
-    max_yaw_rad: float = 0.8
-    default_forward_m_s: float = 0.0
-    stick_deadband: float = 0.1
-    gamepad_device: str = "/dev/input/js0"
-    terrain_is_flat: bool = False
-
-
-# The robot runner's own sections of a deployment profile; krabby.hal.deployment checks and parses them
-# (unknown fields are errors) into DeploymentProfile.sections. The shared sections ([deployment] robot,
-# [server], [client], [security], [safety]) stay on the DeploymentProfile itself.
-RUNNER_SECTIONS = {"dds": DdsSection, "zed": ZedSection, "supervisor": SupervisorConfig, "operator": OperatorSection}
 
 
 @dataclass
@@ -84,4 +37,4 @@ class DeployConfig:
         return cls(deployment=dep, robot=robot or dep.robot, **sections)
 
 
-__all__ = ["DeployConfig", "DdsSection", "ZedSection", "OperatorSection", "RUNNER_SECTIONS"]
+__all__ = ["DeployConfig"]

@@ -16,7 +16,7 @@ import carb.settings
 import omni.ext
 import omni.kit.app
 
-from krabby.hal.panel_model import PanelWindowHost
+from krabby.hal.isaac.panel_model import PanelWindowHost
 
 from ..panel_model import ParkourExtSettings, PolicyRunner, PolicyStartError
 

@@ -5,12 +5,10 @@ The same behaviour is tested against fakes in the repository's tests/test_kit_*.
 """
 
 import numpy as np
-
 import omni.kit.app
 import omni.kit.test
 import omni.timeline
 import omni.usd
-
 from krabby.hal.kit import current
 from krabby.hal.safety import SafetyState
 

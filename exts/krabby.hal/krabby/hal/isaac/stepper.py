@@ -31,12 +31,12 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from . import clock
-from .robot_profile import RobotProfile
-from .safety import SafetyState
-from .types import ActuatorCommand, SensorFrame
+from .. import clock
+from ..robot_profile import RobotProfile
+from ..safety import SafetyState
+from ..types import ActuatorCommand, SensorFrame
 
-log = logging.getLogger("krabby.hal.isaac_stepper")
+log = logging.getLogger("krabby.hal.isaac.stepper")
 
 
 class JointMapError(ValueError):

@@ -14,7 +14,7 @@ so a laptop holding only the client keys can load the same file as the robot.
 
 Every deployment shares the sections [deployment], [server], [client], [security] and [safety]. A runner
 may add its own sections to the same file: the Jetson robot runner's [dds], [zed], [supervisor] and
-[operator] (``krabby.hal.robot.deploy_config.RUNNER_SECTIONS``, example ``go2_jetson.toml``) are checked
+[operator] (``krabby.hal.deploy.robot_sections.RUNNER_SECTIONS``, example ``go2_jetson.toml``) are checked
 here like the shared ones and come back typed in ``DeploymentProfile.sections``. Unknown sections and
 fields are errors that name them.
 """
@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .robot_profile import ProfileError, _floats, _get, _names, read_config_toml
-from .safety import SafetyConfig
+from ..robot_profile import ProfileError, _floats, _get, _names, read_config_toml
+from ..safety import SafetyConfig
+from .robot_sections import RUNNER_SECTIONS
 
 _SECTIONS = {
     "deployment": {"name", "description", "robot"},
@@ -63,7 +64,7 @@ class DeploymentProfile:
     telemetry_encrypted: bool
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     robot: str = "go2"  # robot profile name (config/robots/<robot>.toml) or path
-    sections: Mapping[str, Any] = field(default_factory=dict)  # a runner's own sections, typed (see _runner_sections)
+    sections: Mapping[str, Any] = field(default_factory=dict)  # a runner's own sections, typed (see robot_sections.RUNNER_SECTIONS)
     source_path: Path | None = None
 
     @property
@@ -74,7 +75,7 @@ class DeploymentProfile:
         """CurveServerKeys from ``key_dir/<server_key>.key_secret`` and ``allow_dir``; None without keys."""
         if not self.uses_curve:
             return None
-        from .security import CurveServerKeys
+        from .curve import CurveServerKeys
 
         assert self.key_dir is not None and self.allow_dir is not None
         return CurveServerKeys.from_dir(self.key_dir, self.server_key, self.allow_dir, telemetry_encrypted=self.telemetry_encrypted)
@@ -83,14 +84,14 @@ class DeploymentProfile:
         """CurveClientKeys from ``key_dir/<client_key>.key_secret`` and ``key_dir/<server_key>.key``; None without keys."""
         if not self.uses_curve:
             return None
-        from .security import CurveClientKeys
+        from .curve import CurveClientKeys
 
         assert self.key_dir is not None
         return CurveClientKeys.from_dir(self.key_dir, self.client_key, self.server_key, telemetry_encrypted=self.telemetry_encrypted)
 
     def server_config(self, **overrides: Any) -> Any:
         """A HalServerConfig for this deployment (keyword arguments override fields)."""
-        from .server import HalServerConfig
+        from ..server import HalServerConfig
 
         kw: dict[str, Any] = dict(
             observation_bind=self.observation_bind, command_bind=self.command_bind, safety=dataclasses.replace(self.safety),
@@ -103,7 +104,7 @@ class DeploymentProfile:
 
     def client_config(self, **overrides: Any) -> Any:
         """A HalClientConfig for this deployment (keyword arguments override fields)."""
-        from .client import HalClientConfig
+        from ..client import HalClientConfig
 
         kw: dict[str, Any] = dict(observation_endpoint=self.observation_endpoint, command_endpoint=self.command_endpoint,
                                   client_name=self.client_name)
@@ -127,17 +128,10 @@ def _endpoint(d: Mapping[str, Any], key: str, path: str, default: str | None = N
     return value
 
 
-def _runner_sections() -> Mapping[str, type]:
-    """The sections a runner adds to the shared format, name -> dataclass (imported only when a file has one)."""
-    from .robot.deploy_config import RUNNER_SECTIONS
-
-    return RUNNER_SECTIONS
-
-
 def _section_fields(section: str) -> set[str]:
     if section in _SECTIONS:
         return _SECTIONS[section]
-    extra = _runner_sections()
+    extra = RUNNER_SECTIONS
     if section not in extra:
         hint = f" ([{section}] is now [{_RENAMED[section]}])" if section in _RENAMED else ""
         raise DeploymentError(f"unknown section [{section}]{hint}; known: {', '.join([*_SECTIONS, *extra])}")
@@ -215,7 +209,7 @@ def _from_dict(data: Mapping[str, Any], base: Path, origin: str) -> DeploymentPr
         allow_dir = _path(_get(sec, "allow_dir", "security.allow_dir", str), base)
         server_key = _get(sec, "server_key", "security.server_key", str)
         client_key = _get(sec, "client_key", "security.client_key", str)
-        from .security import SecurityError, check_key_name
+        from .keys import SecurityError, check_key_name
 
         for field_name, key_name in (("server_key", server_key), ("client_key", client_key)):
             try:
@@ -224,7 +218,7 @@ def _from_dict(data: Mapping[str, Any], base: Path, origin: str) -> DeploymentPr
                 raise DeploymentError(f"field 'security.{field_name}': {e}") from None
 
     runner = [s for s in data if s not in _SECTIONS]  # a runner's own sections (names checked above)
-    sections = {s: _typed_section(_runner_sections()[s], data[s], s) for s in runner}
+    sections = {s: _typed_section(RUNNER_SECTIONS[s], data[s], s) for s in runner}
     return DeploymentProfile(
         name=name, description=description, observation_bind=observation_bind, command_bind=command_bind,
         observation_endpoint=observation_endpoint, command_endpoint=command_endpoint, client_name=client_name,

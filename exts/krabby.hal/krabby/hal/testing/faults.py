@@ -1,10 +1,10 @@
 """Fault-injection tools for the HAL: a client process to kill, a lossy ZMTP proxy, kill-to-safe timing.
 
 Used by ``tests/test_fault_injection.py`` and ``bench/fault_timing.py``; also handy to check a real
-setup (``python -m krabby.hal.faults client ...`` is a minimal policy stand-in that holds the default
+setup (``python -m krabby.hal.testing.faults client ...`` is a minimal policy stand-in that holds the default
 pose). Everything binds to 127.0.0.1 only, and every loop is bounded in time.
 
-- ``client`` (``python -m krabby.hal.faults client OBS CMD [--key-dir D --name N --server-name S]``):
+- ``client`` (``python -m krabby.hal.testing.faults client OBS CMD [--key-dir D --name N --server-name S]``):
   connects, then sends the default pose for every new state; prints ``ready`` after the first
   accepted command. Kill it with SIGKILL to simulate a policy process dying mid-run.
 - ``LossyZmtpProxy``: a TCP proxy that parses ZMTP 3 framing (NULL mechanism, i.e. ``--insecure-tcp``)
@@ -238,8 +238,8 @@ class LossyZmtpProxy:
 
 def spawn_client(observation: str, command: str, *, key_dir: str | None = None, name: str = "policy",
                  server_name: str = "robot", telemetry_encrypted: bool = True, cwd: str | None = None) -> subprocess.Popen:
-    """Start ``python -m krabby.hal.faults client ...``; read its stdout for ``ready``."""
-    cmd = [sys.executable, "-m", "krabby.hal.faults", "client", observation, command]
+    """Start ``python -m krabby.hal.testing.faults client ...``; read its stdout for ``ready``."""
+    cmd = [sys.executable, "-m", "krabby.hal.testing.faults", "client", observation, command]
     if key_dir is not None:
         cmd += ["--key-dir", key_dir, "--name", name, "--server-name", server_name]
         if not telemetry_encrypted:
@@ -265,12 +265,12 @@ def wait_ready(proc: subprocess.Popen, timeout_s: float = 20.0) -> bool:
 def _client_main(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .client import HalClient, HalClientConfig
-    from .protocol import Kind
+    from ..client import HalClient, HalClientConfig
+    from ..protocol import Kind
 
     security = None
     if args.key_dir:
-        from .security import CurveClientKeys
+        from ..deploy.curve import CurveClientKeys
 
         security = CurveClientKeys.from_dir(args.key_dir, args.name, args.server_name, telemetry_encrypted=not args.plain_telemetry)
     client = HalClient(HalClientConfig(args.observation, args.command, handshake_timeout_s=10.0, ack_timeout_s=0.2,
@@ -304,7 +304,7 @@ class KillTiming:
 def kill_to_safe(server: Any, proc: subprocess.Popen, timeout_s: float = 5.0) -> KillTiming:
     """SIGKILL ``proc`` (a client commanding ``server``, which must be ticking in another thread),
     then wait for HOLD and DAMP; times come from the supervisor's own event stamps (wire clock)."""
-    from . import clock
+    from .. import clock
 
     sup = server.supervisor
     t_kill = clock.now_ns()
@@ -327,7 +327,7 @@ def kill_to_safe(server: Any, proc: subprocess.Popen, timeout_s: float = 5.0) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m krabby.hal.faults")
+    ap = argparse.ArgumentParser(prog="python -m krabby.hal.testing.faults")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("client", help="a minimal client that holds the default pose (kill it to test the watchdog)")
     c.add_argument("observation")

@@ -21,13 +21,13 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from . import clock
-from .backend import HalBackend
-from .isaac_stepper import JointNameMap, pd_efforts
-from .robot_profile import CameraSpec, HeightScanSpec, RobotProfile
-from .types import ActuatorCommand, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame
+from .. import clock
+from ..backend import HalBackend
+from ..robot_profile import CameraSpec, HeightScanSpec, RobotProfile
+from ..types import ActuatorCommand, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame
+from .stepper import JointNameMap, pd_efforts
 
-log = logging.getLogger("krabby.hal.sim_articulation")
+log = logging.getLogger("krabby.hal.isaac.articulation")
 
 GRAVITY_W_M_S2 = np.array([0.0, 0.0, -9.81])
 SCAN_START_HEIGHT_M = 20.0  # the training ray caster starts 20 m above the base (spec §1.2)

@@ -14,12 +14,12 @@ import time
 
 import numpy as np
 
-from .backends.loopback_double import LoopbackTestDouble
-from .client import HalClient, HalClientConfig
-from .protocol import Kind
-from .robot_profile import load_robot_profile
-from .safety import SafetyConfig
-from .server import HalError, HalServer, HalServerConfig
+from ..backends.loopback_double import LoopbackTestDouble
+from ..client import HalClient, HalClientConfig
+from ..protocol import Kind
+from ..robot_profile import load_robot_profile
+from ..safety import SafetyConfig
+from ..server import HalError, HalServer, HalServerConfig
 
 
 def main(argv: list[str] | None = None) -> int:

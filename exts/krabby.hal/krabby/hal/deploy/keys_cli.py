@@ -5,7 +5,7 @@
     krabby-keys show [PATH ...]                 print the public keys in key files / folders (never a secret)
 
 To revoke a client, delete its file from the allow-list folder (new handshakes see the change at once;
-restart the server to drop a connection that is already authenticated). Also ``python -m krabby.hal.keys_cli``.
+restart the server to drop a connection that is already authenticated). Also ``python -m krabby.hal.deploy.keys_cli``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,13 @@ import stat
 import sys
 from pathlib import Path
 
-from .security import (
-    PUBLIC_SUFFIX, SECRET_SUFFIX, SecurityError, add_to_allow_list, generate_keypair, load_public_key,
+from .keys import (
+    PUBLIC_SUFFIX,
+    SECRET_SUFFIX,
+    SecurityError,
+    add_to_allow_list,
+    generate_keypair,
+    load_public_key,
 )
 
 

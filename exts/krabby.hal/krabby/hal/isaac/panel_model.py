@@ -15,8 +15,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import clock
-from .types import ActuatorCommand, SensorFrame
+from .. import clock
+from ..types import ActuatorCommand, SensorFrame
 
 
 class PanelWindowHost:
