@@ -17,7 +17,7 @@ from conftest import REPO, endpoints
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
-from krabby.hal.protocol import HEADER_SIZE, MAGIC, Ack, Header, Kind, Reason, DType, decode, encode
+from krabby.hal.protocol import HEADER_SIZE, MAGIC, PROTOCOL_VERSION, Ack, DType, Header, Kind, Reason, decode, encode
 from krabby.hal.safety import SafetyConfig, SafetyState
 from krabby.hal.server import HalError, HalServer, HalServerConfig
 from krabby.hal.types import ActuatorMode
@@ -127,9 +127,9 @@ def raw_request(dealer, frames, timeout_ms=1000):
     return msg if msg.header.kind == Kind.WELCOME else Ack.unpack(msg.header.seq, msg.payload)
 
 
-def hello(seq=1, version=1):
+def hello(seq=1, version=PROTOCOL_VERSION):
     frames = encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload={"client_name": "raw"})
-    if version != 1:
+    if version != PROTOCOL_VERSION:
         frames[1] = Header(Kind.HELLO, 0, seq, clock.now_ns(), DType.JSON, (), 0, len(frames[2]), version=version).pack()
     return frames
 
@@ -138,10 +138,10 @@ def test_handshake_and_version_mismatch(profile, zmq_context):
     server = make_server(profile, zmq_context)
     d = raw_dealer(zmq_context, server)
     try:
-        ack = raw_request(d, hello(version=2))
+        ack = raw_request(d, hello(version=1))  # a v1 peer (no episode in its headers)
         assert isinstance(ack, Ack) and ack.reason == Reason.BAD_VERSION
         welcome = raw_request(d, hello(seq=2))
-        assert welcome.payload["protocol_version"] == 1 and welcome.payload["session_id"] == server.session_id
+        assert welcome.payload["protocol_version"] == PROTOCOL_VERSION == 2 and welcome.payload["session_id"] == server.session_id
         assert welcome.payload["joint_names"] == list(profile.joint_names)
     finally:
         d.close(0)
@@ -149,7 +149,7 @@ def test_handshake_and_version_mismatch(profile, zmq_context):
 
 
 def test_client_refuses_server_of_other_version(zmq_context, profile):
-    """A fake server answering with protocol version 2 gets a clear HandshakeError, not garbage."""
+    """A fake server answering with protocol version 3 gets a clear HandshakeError, not garbage."""
     router = zmq_context.socket(zmq.ROUTER)
     router.linger = 0
     port = router.bind_to_random_port("tcp://127.0.0.1")
@@ -157,8 +157,8 @@ def test_client_refuses_server_of_other_version(zmq_context, profile):
     def serve():
         if router.poll(2000):
             ident, *_ = router.recv_multipart()
-            body = b'{"protocol_version": 2}'
-            hdr = Header(Kind.WELCOME, 1, 1, 0, DType.JSON, (), 0, len(body), version=2).pack()
+            body = b'{"protocol_version": 3}'
+            hdr = Header(Kind.WELCOME, 1, 1, 0, DType.JSON, (), 0, len(body), version=3).pack()
             router.send_multipart([ident, b"welcome", hdr, body])
 
     t = threading.Thread(target=serve)
@@ -383,12 +383,28 @@ def test_handshake_timeout_is_clear(zmq_context):
 
 
 def test_header_layout_is_as_documented():
-    h = Header(Kind.STATE, 0xA1B2C3D4, 7, 123456789, DType.F32, (60, 106), 0, 60 * 106 * 4).pack()
+    h = Header(Kind.STATE, 0xA1B2C3D4, 7, 123456789, DType.F32, (60, 106), 0, 60 * 106 * 4, episode=9).pack()
     assert len(h) == HEADER_SIZE == 56
     assert h[:4] == MAGIC
-    assert struct.unpack_from("<H", h, 4)[0] == 1 and struct.unpack_from("<H", h, 6)[0] == Kind.STATE
+    assert struct.unpack_from("<H", h, 4)[0] == 2 and struct.unpack_from("<H", h, 6)[0] == Kind.STATE
+    assert struct.unpack_from("<I", h, 52)[0] == 9  # episode (protocol v2)
     assert struct.unpack_from("<I", h, 8)[0] == 0xA1B2C3D4
     assert h[14] == DType.F32 and h[15] == 2
     assert struct.unpack_from("<QQ", h, 16) == (7, 123456789)
     assert struct.unpack_from("<4I", h, 32) == (60, 106, 0, 0)
     assert struct.unpack_from("<I", h, 48)[0] == 60 * 106 * 4
+
+
+def test_every_telemetry_header_carries_the_backend_episode(profile, zmq_context):
+    """Protocol v2: the episode is in each telemetry header, so a client sees a respawn on its first state."""
+    server = make_server(profile, zmq_context)
+    client = make_client(server, zmq_context)
+    try:
+        for episode in (0, 3):
+            server.backend.episode = episode
+            s = fresh_state(server, client)
+            assert s.episode == episode
+            assert client.latest(Kind.NAVIGATION).episode == episode
+    finally:
+        client.close()
+        server.close()

@@ -91,24 +91,26 @@ def test_never_acts_on_stale_telemetry(profile, teacher_ckpt):
         ctx.destroy(0)
 
 
-def test_episode_change_resets_history(profile, teacher_ckpt, tmp_path):
+def test_episode_change_resets_history_on_the_first_state_of_the_episode(profile, teacher_ckpt, tmp_path):
+    """The episode travels in every state header (protocol v2), not only in the 10 Hz STATUS: no late reset."""
     ctx = zmq.Context()
     obs, cmd = endpoints("inproc")
     backend = LoopbackTestDouble(profile)
-    cfg = HalServerConfig(obs, cmd, safety=SafetyConfig(arm_on_start=True), status_rate_hz=1e6)
+    cfg = HalServerConfig(obs, cmd, safety=SafetyConfig(arm_on_start=True), status_rate_hz=0.01)  # one STATUS, at start
     server = HalServer(backend, cfg, context=ctx).start()
     client = ParkourInferenceClient(HalClientConfig(obs, cmd), ModelWeights(str(teacher_ckpt)), 50.0, transport_context=ctx)
     client.initialize()
     try:
+        steps = []
         for episode in (0, 0, 0, 1, 1):
             backend.episode = episode
             server.tick()
-            s = None
-            while s is None or client.hal.latest(Kind.STATUS).value["episode"] != episode:
-                s = client.hal.wait_new(Kind.STATE, 1.0) or s
+            s = client.hal.wait_new(Kind.STATE, 1.0)
+            assert s is not None and s.episode == episode
             client.step(s)
+            steps.append(client.builder.episode_step)
+        assert steps == [0, 1, 2, 0, 1]  # the very first state of episode 1 is episode step 0
         assert client.counters.episodes == 1
-        assert client.builder.episode_step == 1  # two steps into the new episode
     finally:
         client.stop()
         server.close()

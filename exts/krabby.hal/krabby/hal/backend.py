@@ -23,6 +23,10 @@ class HalBackend(abc.ABC):
     provides_height_scan: bool = False
     provides_navigation: bool = False
 
+    #: Episode counter: a simulator adds 1 at every respawn, a robot stays at 0. The server writes it into
+    #: every telemetry header, so a client resets its history on exactly the first state of a new episode.
+    episode: int = 0
+
     def connect(self) -> None:
         """Acquire devices or build the simulation. Default: nothing to do."""
 

@@ -53,6 +53,7 @@ class Sample:
     stamp_ns: int
     received_ns: int
     value: Any  # RobotState, DepthFrame, HeightScan, NavigationCommand or dict (status)
+    episode: int = 0  # the backend's episode counter when this was published (header, protocol v2)
 
     @property
     def age_s(self) -> float:
@@ -227,7 +228,7 @@ class HalClient:
             if self.stats["malformed"] <= 5:
                 log.warning("dropped malformed telemetry: %s", e)
             return
-        sample = Sample(h.kind, h.seq, h.session_id, h.stamp_ns, now, value)
+        sample = Sample(h.kind, h.seq, h.session_id, h.stamp_ns, now, value, h.episode)
         with self._lock:
             prev = self._latest.get(h.kind)
             if prev is None or h.seq > prev.seq:

@@ -1,4 +1,4 @@
-"""Krabby HAL wire protocol v1: the one module that defines the bytes (docs/protocol.md is its prose).
+"""Krabby HAL wire protocol v2: the one module that defines the bytes (docs/protocol.md is its prose).
 
 Every message, on either socket, is three ZeroMQ frames::
 
@@ -18,10 +18,13 @@ Every message, on either socket, is three ZeroMQ frames::
     24     8    stamp_ns       u64, capture time of the data (UNIX epoch ns)
     32     16   shape          4 x u32, unused dims are 0
     48     4    payload_nbytes u32, must equal len(payload)
-    52     4    reserved       u32, 0
+    52     4    episode        u32, telemetry: the backend's episode counter (0 on a robot); 0 otherwise
 
 Payloads: DType.F32 little-endian float32 row-major of ``shape``; DType.JSON utf-8 JSON object;
 DType.ACK the 8-byte Ack struct; DType.NONE empty.
+
+v2 (from v1): the header's reserved u32 carries the episode, so a client resets its observation history
+on exactly the first state of a new episode (v1 had the episode only in the 10 Hz STATUS message).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import numpy as np
 from .types import DepthFrame, HeightScan, NavigationCommand, RobotState
 
 MAGIC = b"KRBY"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 HEADER = struct.Struct("<4sHHIHBBQQ4III")
 HEADER_SIZE = HEADER.size  # 56
 ACK = struct.Struct("<HHI")  # reason, safety_state, flags
@@ -141,7 +144,7 @@ class Reason(enum.IntEnum):
 
 
 class ProtocolError(ValueError):
-    """A frame that does not follow protocol v1; ``reason`` says which rule it broke."""
+    """A frame that does not follow the protocol; ``reason`` says which rule it broke."""
 
     def __init__(self, reason: Reason, detail: str):
         super().__init__(f"{reason.name}: {detail}")
@@ -160,12 +163,13 @@ class Header:
     flags: int = 0
     payload_nbytes: int = 0
     version: int = PROTOCOL_VERSION
+    episode: int = 0  # telemetry: the backend's episode counter; 0 on the command channel
 
     def pack(self) -> bytes:
         dims = tuple(self.shape) + (0,) * (MAX_DIMS - len(self.shape))
         return HEADER.pack(
             MAGIC, self.version, int(self.kind), self.session_id, self.flags, int(self.dtype),
-            len(self.shape), self.seq, self.stamp_ns, *dims, self.payload_nbytes, 0,
+            len(self.shape), self.seq, self.stamp_ns, *dims, self.payload_nbytes, self.episode,
         )
 
 
@@ -175,7 +179,7 @@ def unpack_header(buf: bytes | memoryview) -> Header:
         raise ProtocolError(Reason.TRUNCATED_HEADER, f"header is {len(buf)} bytes, expected {HEADER_SIZE}")
     if len(buf) > HEADER_SIZE:
         raise ProtocolError(Reason.MALFORMED, f"header is {len(buf)} bytes, expected {HEADER_SIZE}")
-    magic, version, kind, session, flags, dtype, ndim, seq, stamp, d0, d1, d2, d3, nbytes, _ = HEADER.unpack(buf)
+    magic, version, kind, session, flags, dtype, ndim, seq, stamp, d0, d1, d2, d3, nbytes, episode = HEADER.unpack(buf)
     if magic != MAGIC:
         raise ProtocolError(Reason.BAD_MAGIC, f"magic {magic!r}, expected {MAGIC!r}")
     if version != PROTOCOL_VERSION:
@@ -197,13 +201,14 @@ def unpack_header(buf: bytes | memoryview) -> Header:
         raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"payload of {nbytes} bytes exceeds {MAX_PAYLOAD_BYTES}")
     if dtype_e == DType.F32 and math.prod(shape) * 4 != nbytes:
         raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"shape {shape} needs {math.prod(shape) * 4} bytes, header says {nbytes}")
-    return Header(kind_e, session, seq, stamp, dtype_e, shape, flags, nbytes, version)
+    return Header(kind_e, session, seq, stamp, dtype_e, shape, flags, nbytes, version, episode)
 
 
 # ------------------------------------------------------------------------------ message framing
 
 
-def encode(kind: Kind, *, session_id: int, seq: int, stamp_ns: int, payload: Any = None, flags: int = 0) -> list:
+def encode(kind: Kind, *, session_id: int, seq: int, stamp_ns: int, payload: Any = None, flags: int = 0,
+           episode: int = 0) -> list:
     """Build the three frames of one message. ``payload``: float32 ndarray, dict (JSON), bytes (ACK) or None."""
     if payload is None:
         dtype, shape, body = DType.NONE, (), b""
@@ -219,7 +224,7 @@ def encode(kind: Kind, *, session_id: int, seq: int, stamp_ns: int, payload: Any
     else:
         raise TypeError(f"unsupported payload type {type(payload).__name__}")
     nbytes = body.nbytes if isinstance(body, np.ndarray) else len(body)
-    header = Header(kind, session_id, seq, stamp_ns, dtype, tuple(shape), flags, nbytes)
+    header = Header(kind, session_id, seq, stamp_ns, dtype, tuple(shape), flags, nbytes, episode=episode)
     return [TOPIC_OF_KIND[kind], header.pack(), body]
 
 

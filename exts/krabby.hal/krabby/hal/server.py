@@ -251,7 +251,9 @@ class HalServer:
         assert self._pub is not None, "HalServer.start() was not called"
         seq = self._seq[kind]
         self._seq[kind] = seq + 1
-        self._pub.send_multipart(encode(kind, session_id=self.session_id, seq=seq, stamp_ns=stamp_ns, payload=payload), copy=False)
+        episode = int(self.backend.episode) & 0xFFFFFFFF
+        self._pub.send_multipart(
+            encode(kind, session_id=self.session_id, seq=seq, stamp_ns=stamp_ns, payload=payload, episode=episode), copy=False)
         self.stats[f"published_{kind.name.lower()}"] += 1
 
     def _changed(self, kind: Kind, stamp_ns: int) -> bool:
@@ -281,7 +283,7 @@ class HalServer:
         return {
             "session_id": self.session_id,
             "robot": self.profile.name,
-            "episode": int(getattr(self.backend, "episode", 0)),  # simulators count resets; clients reset history on change
+            "episode": int(self.backend.episode),  # also in every telemetry header (protocol v2)
             "safety": self.supervisor.snapshot(),
             "clients": len(self._clients),
             "stats": dict(self.stats),

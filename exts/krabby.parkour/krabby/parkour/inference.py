@@ -2,8 +2,9 @@
 
 One thread, one control step per new STATE from the HAL: the server's control tick sets the pace
 (the client warns when that pace differs from ``control_rate``). It never sends a command built
-from telemetry older than ``max_obs_age_s`` or from another server session. Episode resets (a simulator's ``episode`` counter in STATUS) reset the observation
-history, the action history and the policy's recurrent state, as training did.
+from telemetry older than ``max_obs_age_s`` or from another server session. An episode reset (the
+simulator's ``episode`` counter, carried in every telemetry header) resets the observation history, the
+action history and the policy's recurrent state on exactly the first state of the new episode, as training did.
 
 The student runs its depth encoder on refresh steps (every 5 control steps, spec §2) and holds the
 latent and the predicted yaw in between; the yaw (x1.5) replaces obs[6:8] every step.
@@ -244,7 +245,7 @@ class ParkourInferenceClient:
         if age_s > self.options.max_obs_age_s:
             self.counters.stale_skipped += 1
             return None
-        self._check_episode()
+        self._check_episode(sample)
         t0 = time.perf_counter()
         state = sample.value
         nav_s, scan_s, depth_s = hal.latest(Kind.NAVIGATION), hal.latest(Kind.HEIGHT_SCAN), hal.latest(Kind.DEPTH)
@@ -303,10 +304,10 @@ class ParkourInferenceClient:
         state = status.value.get("safety", {}).get("state") if status is not None else None
         return state is None or state in ("ARMED", "ACTIVE")
 
-    def _check_episode(self) -> None:
-        status = self.hal.latest(Kind.STATUS) if self.hal else None
-        episode = status.value.get("episode") if status is not None else None
-        if episode is None or episode == self._episode:
+    def _check_episode(self, sample: Any) -> None:
+        """Reset on the first state of a new episode: the server stamps every telemetry header with it (protocol v2)."""
+        episode = sample.episode
+        if episode == self._episode:
             return
         if self._episode is not None:
             self.reset_episode()

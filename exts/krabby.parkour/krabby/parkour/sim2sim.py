@@ -161,7 +161,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         profile=profile,
     )
     backend.connect()
-    backend.episode = 0
     ctx = zmq.Context()
     # --fast pauses the simulated world while the policy computes, so wall-clock limits mean nothing
     # there: the supervisor and the client allow 1 s. --realtime keeps the deployment defaults.
@@ -209,7 +208,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 progress_before_falls += backend.progress_m
                 log.warning("fall at t=%.2f s (fall %d): respawning", backend.sim_time_s, falls)
                 backend.reset()
-                backend.episode += 1
             if video is not None:
                 video.maybe_capture(backend, step)
             if viewer is not None:

@@ -168,6 +168,7 @@ class MujocoBackend(HalBackend):
         self._terrain_is_flat = self._course.is_flat
         self._mujoco = mujoco
         self.reset()
+        self.episode = 0  # the first spawn; every later reset() is a new episode
 
     def disconnect(self) -> None:
         for r in self._renderers.values():
@@ -177,8 +178,9 @@ class MujocoBackend(HalBackend):
         self.data = None
 
     def reset(self) -> None:
-        """Back to the spawn pose (default joint angles, at rest) and the first goal; course unchanged."""
+        """Back to the spawn pose (default joint angles, at rest) and the first goal; course unchanged. A new episode."""
         self._require()
+        self.episode += 1
         mj, m, d, prof, c = self._mujoco, self.model, self.data, self.profile, self._course
         mj.mj_resetData(m, d)
         d.qpos[self._base_q : self._base_q + 3] = (c.spawn_xy_m[0], c.spawn_xy_m[1], c.spawn_ground_z_m + prof.spawn_base_height_m)

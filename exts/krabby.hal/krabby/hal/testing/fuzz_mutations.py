@@ -25,7 +25,7 @@ from ..protocol import HEADER, HEADER_SIZE, MAX_PAYLOAD_BYTES, TOPIC_OF_KIND, DT
 HEADER_FIELDS = (
     ("magic", "4s", 0), ("version", "H", 4), ("kind", "H", 6), ("session", "I", 8), ("flags", "H", 12),
     ("dtype", "B", 14), ("ndim", "B", 15), ("seq", "Q", 16), ("stamp", "Q", 24), ("dim0", "I", 32),
-    ("dim1", "I", 36), ("dim2", "I", 40), ("dim3", "I", 44), ("nbytes", "I", 48), ("reserved", "I", 52),
+    ("dim1", "I", 36), ("dim2", "I", 40), ("dim3", "I", 44), ("nbytes", "I", 48), ("episode", "I", 52),
 )
 assert HEADER_FIELDS[-1][2] + 4 == HEADER_SIZE == HEADER.size
 
