@@ -10,7 +10,7 @@ import pytest
 
 from krabby.hal.isaac.ext_settings import HalExtSettings, coerce, connect_endpoint
 from krabby.hal.isaac.stepper import (
-    JointMapError, JointNameMap, PhysicsStepper, Rates, effective_rates, pd_efforts, physics_rate_message,
+    JointMapError, JointNameMap, PhysicsStepper, Rates, SimClock, effective_rates, pd_efforts, physics_rate_message,
 )
 from krabby.hal.isaac.panel_model import CounterRates, HalPanelModel, JointTrace
 from krabby.hal.safety import SafetyState
@@ -66,26 +66,33 @@ def test_rates(profile):
 
 # ------------------------------------------------------------------------------ the scheduler
 class _StubServer:
+    """HalServer's stepping surface: observe() publishes, actuate(now_ns) runs the supervisor, tick() does both."""
+
     def __init__(self, backend):
         self.backend = backend
         self.ticks = 0
         self.last_command = None
         self.waited = []
+        self.actuated_at = []
         self.command_arrives = True
-        self.supervisor = SimpleNamespace(state=SafetyState.ARMED, tick=lambda now: "fresh-cmd")
+        self.supervisor = SimpleNamespace(state=SafetyState.ARMED, tick=lambda now: f"cmd{self.ticks}")
+
+    def observe(self):
+        self.ticks += 1
+        return SimpleNamespace(state=SimpleNamespace(stamp_ns=self.ticks))
 
     def tick(self):
-        self.ticks += 1
-        self.last_command = f"cmd{self.ticks}"
-        self.backend.apply(self.last_command)
-        return SimpleNamespace(state=SimpleNamespace(stamp_ns=self.ticks))
+        frame = self.observe()
+        self.actuate()
+        return frame
 
     def wait_for_command(self, stamp, timeout):
         self.waited.append(stamp)
         return self.command_arrives
 
-    def actuate(self):  # HalServer.actuate: the supervisor's current output to the backend, no re-read
-        self.last_command = self.supervisor.tick(0)
+    def actuate(self, now_ns=None):
+        self.actuated_at.append(now_ns)
+        self.last_command = self.supervisor.tick(now_ns)
         self.backend.apply(self.last_command)
         return self.last_command
 
@@ -145,6 +152,9 @@ def test_stepper_stop_and_errors_reinitialise():
     st.on_stop()
     assert not st.ready and backend.invalidated == 1
     st.on_post_step(0.005)  # a stray post-step after Stop does nothing
+    _run(st, 1)  # a step before the next Play is prepared is skipped
+    assert st.stats.initializations == 1 and st.stats.steps_before_play == 1
+    st.on_play()
     _run(st, 1)
     assert st.stats.initializations == 2
     backend.fail_pd = True
@@ -155,11 +165,24 @@ def test_stepper_stop_and_errors_reinitialise():
     assert st.ready and st.stats.initializations == 3
 
 
-def test_stepper_warns_once_on_a_wrong_physics_rate():
+def test_stepper_warns_on_a_wrong_physics_rate_and_clears_it_once_right():
     backend = _StubBackend()
     server, st = _stepper(backend)
-    _run(st, 3, dt=1 / 60)
+    _run(st, 3, dt=1 / 60)  # e.g. Play warm-up steps at the stage's old rate
     assert "60 Hz" in st.stats.rate_warning and "200" in st.stats.rate_warning
+    _run(st, 3, dt=float(np.float32(1 / 200)))  # the rate was set: PhysX passes dt as float32
+    assert st.stats.rate_warning == ""
+
+
+def test_stepper_skips_steps_until_the_play_is_prepared():
+    """Isaac Sim steps physics inside the Play event, possibly before the extension's Play handler ran."""
+    backend = _StubBackend()
+    server, st = _stepper(backend, awaiting_play=True)
+    _run(st, 2)
+    assert st.stats.steps_before_play == 2 and backend.calls == 0 and server.ticks == 0 and backend.pd == 0
+    st.on_play()
+    _run(st, 4)
+    assert st.ready and st.stats.physics_steps == 4 and server.ticks == 2
 
 
 def test_stepper_lockstep_waits_only_while_a_client_commands():
@@ -168,11 +191,32 @@ def test_stepper_lockstep_waits_only_while_a_client_commands():
     _run(st, 4)
     assert server.waited == []  # ARMED: nobody commanding, never block the physics loop
     server.supervisor.state = SafetyState.ACTIVE
+    applied = len(backend.applied)
     _run(st, 4)
-    assert len(server.waited) == 1 and backend.applied[-1] == "fresh-cmd" and server.last_command == "fresh-cmd"
+    assert server.waited == [server.ticks]  # waited for the command of the observation just published
+    assert len(backend.applied) == applied + 1  # then actuated once, with that command
     server.command_arrives = False
     _run(st, 4)
     assert st.stats.lockstep_timeouts == 1
+
+
+def test_lockstep_supervisor_time_is_simulated_time_while_a_command_is_overdue():
+    wall = [10_000_000_000]
+    st_clock = SimClock(wall_ns=lambda: wall[0])
+    st_clock.anchor()
+    wall[0] += 3_000_000_000  # the simulator stalled 3 s of wall time ...
+    st_clock.advance(0.005)  # ... for one 5 ms physics step
+    assert st_clock.now_ns() == 10_005_000_000
+    st_clock.anchor()  # a fresh command: back on the wall clock
+    assert st_clock.now_ns() == wall[0]
+    backend = _StubBackend()
+    server, st = _stepper(backend, lockstep_timeout_s=0.05)
+    server.supervisor.state = SafetyState.ACTIVE
+    server.command_arrives = False
+    _run(st, 1)  # the initial tick anchors nothing while ACTIVE: supervisor time starts where it was
+    t0 = server.actuated_at[-1]
+    _run(st, 8)
+    assert [t - t0 for t in server.actuated_at[-2:]] == [20_000_000, 40_000_000]  # 4 physics steps of 5 ms per tick
 
 
 # ------------------------------------------------------------------------------ sensors

@@ -1,9 +1,17 @@
-"""FAKES of the omni / carb / pxr / isaacsim surface that krabby's Kit layer uses. Not Kit.
+"""FAKES of the omni / carb / isaacsim surface that krabby's Kit layer uses. Not Kit.
 
-Only the calls ``krabby.hal.kit`` and ``krabby.parkour.kit`` make exist here, with the shapes of the
-Isaac Sim 5.1 APIs they stand for (kit_conventions.md); behaviour is the minimum to test the
-extension lifecycle: subscriptions are counted, events are dispatched by hand, and a toy physics
-world integrates a 12-joint robot from the efforts the HAL applies.
+Only the calls ``krabby.hal.kit`` and ``krabby.parkour.kit`` make exist here, with the signatures
+of Kit 107.3 / Isaac Sim 5.1 and, where it matters, their behaviour (the physics side, with its
+upstream sources, is in ``fake_isaacsim.py``):
+
+- event streams notify subscribers by order tier, lower first (carb::events
+  ``createSubscriptionToPop``: "Lower order tiers will be notified first"); within a tier the
+  earliest subscriber first, which puts Isaac Sim's SimulationManager (loaded before any user
+  extension) ahead of an extension that subscribes at the same order;
+- pressing Play runs the SimulationManager's warm-up physics steps inside the PLAY dispatch;
+- ``subscribe_physics_on_step_events(fn, pre_step, order)`` takes all three arguments, as the
+  omni.physx binding does (PhysX BindingsPhysXPython.cpp:884);
+- the stage is a REAL usd-core stage (``pxr``), with a stand-in for NVIDIA's ``pxr.PhysxSchema``.
 
 Installed into ``sys.modules`` only by tests that ask for it (``install_fake_kit``); every test
 that does gets a fresh world and fresh imports of the ``kit`` packages.
@@ -13,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import math
 import sys
 import types
 from typing import Any, Callable, Optional
 
-import numpy as np
+from fakes.fake_isaacsim import FakeArticulation, FakeRigidPrim, FakeSimulationManager, FakeWorld, PhysxSchema
 
 KIT_PACKAGES = ("krabby.hal.kit", "krabby.parkour.kit")
-FAKE_ROOTS = ("omni", "carb", "pxr", "isaacsim")
+FAKE_ROOTS = ("omni", "carb", "isaacsim")
+ISAAC_SIM_5_1 = ("5.1.0", "rc.19", "5", "1", "0", "rc", "19", "")  # isaacsim.core.version.get_version() of 5.1.0
+KIT_107_3 = "107.3.3+isaac.229672.69cbf6ad.gl.manylinux_2_35_x86_64.release"  # get_build_version() of Isaac Sim 5.1
 
 
 # ---------------------------------------------------------------------------------- events
@@ -40,16 +49,22 @@ class FakeSubscription:
 
 
 class FakeEventStream:
+    """carb.events.IEventStream: subscribers notified by order tier (lower first), then by subscription time."""
+
     def __init__(self):
         self.subs: list[FakeSubscription] = []
 
-    def create_subscription_to_pop(self, fn: Callable, name: str = "", order: int = 0) -> FakeSubscription:
-        return FakeSubscription(self.subs, fn, name=name)
+    def create_subscription_to_pop(self, fn: Callable, order: int = 0, name: str = "") -> FakeSubscription:
+        return FakeSubscription(self.subs, fn, name=name, order=order, event_type=None)
+
+    def create_subscription_to_pop_by_type(self, event_type: int, fn: Callable, order: int = 0, name: str = "") -> FakeSubscription:
+        return FakeSubscription(self.subs, fn, name=name, order=order, event_type=int(event_type))
 
     def push(self, event_type: int, payload: Optional[dict] = None) -> None:
         event = types.SimpleNamespace(type=int(event_type), payload=payload or {})
-        for sub in list(self.subs):
-            sub.fn(event)
+        for sub in sorted(list(self.subs), key=lambda s: s.info["order"]):  # stable: ties keep subscription order
+            if sub in self.subs and sub.info["event_type"] in (None, event.type):
+                sub.fn(event)
 
 
 class TimelineEventType(enum.IntEnum):
@@ -63,256 +78,6 @@ class StageEventType(enum.IntEnum):
     OPENED = 2
     CLOSING = 5
     CLOSED = 6
-
-
-# ---------------------------------------------------------------------------------- USD
-class FakeAttr:
-    def __init__(self, store: dict, name: str):
-        self.store, self.name = store, name
-
-    def IsValid(self) -> bool:
-        return True
-
-    def __bool__(self) -> bool:
-        return True
-
-    def Get(self):
-        return self.store.get(self.name)
-
-    def Set(self, value) -> bool:
-        self.store[self.name] = value
-        return True
-
-
-class _NoAttr(FakeAttr):
-    def IsValid(self) -> bool:
-        return False
-
-    def __bool__(self) -> bool:
-        return False
-
-
-class FakePrim:
-    def __init__(self, path: str, type_name: str = "Xform", valid: bool = True):
-        self.path, self.type_name, self.valid = path, type_name, valid
-        self.attrs: dict[str, Any] = {}
-        self.applied: set[str] = set()
-
-    def IsValid(self) -> bool:
-        return self.valid
-
-    def GetPath(self) -> str:
-        return self.path
-
-    def IsA(self, schema) -> bool:
-        return self.type_name == getattr(schema, "type_name", None)
-
-
-class FakeStage:
-    def __init__(self, url: str = "anon:default.usd"):
-        self.url = url
-        self.prims: dict[str, FakePrim] = {}
-
-    def define(self, path: str, type_name: str = "Xform") -> FakePrim:
-        self.prims[path] = FakePrim(path, type_name)
-        return self.prims[path]
-
-    def GetPrimAtPath(self, path: str) -> FakePrim:
-        return self.prims.get(path, FakePrim(path, valid=False))
-
-    def Traverse(self):
-        return iter(list(self.prims.values()))
-
-
-class _Scene:
-    type_name = "PhysicsScene"
-
-    @staticmethod
-    def Define(stage: FakeStage, path: str):
-        prim = stage.define(path, "PhysicsScene")
-        return types.SimpleNamespace(GetPrim=lambda: prim)
-
-
-class _PhysxSceneAPI:
-    def __init__(self, prim: FakePrim):
-        self.prim = prim
-
-    @classmethod
-    def Apply(cls, prim: FakePrim) -> "_PhysxSceneAPI":
-        prim.applied.add("PhysxSceneAPI")
-        return cls(prim)
-
-    def GetTimeStepsPerSecondAttr(self):
-        if "physxScene:timeStepsPerSecond" in self.prim.attrs:
-            return FakeAttr(self.prim.attrs, "physxScene:timeStepsPerSecond")
-        return _NoAttr({}, "")
-
-    def CreateTimeStepsPerSecondAttr(self):
-        self.prim.attrs.setdefault("physxScene:timeStepsPerSecond", None)
-        return FakeAttr(self.prim.attrs, "physxScene:timeStepsPerSecond")
-
-
-class _PhysxContactReportAPI:
-    def __init__(self, prim: FakePrim):
-        self.prim = prim
-
-    @classmethod
-    def Apply(cls, prim: FakePrim) -> "_PhysxContactReportAPI":
-        prim.applied.add("PhysxContactReportAPI")
-        return cls(prim)
-
-    def CreateThresholdAttr(self):
-        return FakeAttr(self.prim.attrs, "physxContactReport:threshold")
-
-
-# ---------------------------------------------------------------------------------- world
-class FakeWorld:
-    """A toy simulation of one 12-joint robot on a flat floor (z = 0), stepped by the test."""
-
-    GROUND = "/World/ground"
-
-    def __init__(self, profile, robot_path: str = "/World/Go2", dof_names=None, view_ready_after_steps: int = 1):
-        self.profile = profile
-        self.robot_path = robot_path
-        # the simulator's DOF order differs from the profile's robot order: Isaac (policy) order
-        self.dof_names = list(dof_names or profile.policy_joint_names)
-        self.view_ready_after_steps = view_ready_after_steps
-        self.stage = self.default_stage()
-        self.playing = False
-        self.generation = 0
-        self.steps_since_play = 0
-        self.total_steps = 0
-        self.view_ready = False
-        self.efforts = np.zeros(len(self.dof_names))
-        self.efforts_log: list[np.ndarray] = []
-        self.gains: Optional[tuple] = None
-        self.yaw = 0.3
-        self.base_pos = np.array([1.0, 2.0, 0.35])
-        self.lin_vel_w = np.array([0.4, 0.1, 0.0])
-        self.ang_vel_w = np.array([0.0, 0.0, 0.2])
-        self.reset_state()
-
-    def default_stage(self, url: str = "anon:default.usd") -> FakeStage:
-        st = FakeStage(url)
-        st.define("/World")
-        st.define(self.GROUND, "Mesh")
-        st.define(self.robot_path, "Xform")
-        for foot in self.profile.foot_names:
-            st.define(f"{self.robot_path}/{foot}", "Xform")
-        st.define("/physicsScene", "PhysicsScene")  # rate not authored: PhysX's 60 Hz
-        return st
-
-    def reset_state(self) -> None:
-        by_name = dict(zip(self.profile.joint_names, self.profile.default_pos_rad))
-        self.q = np.array([by_name.get(n, 0.0) for n in self.dof_names], dtype=np.float64) + 0.05
-        self.qd = np.zeros(len(self.dof_names))
-
-    @property
-    def quat_wxyz(self) -> np.ndarray:
-        return np.array([math.cos(self.yaw / 2), 0.0, 0.0, math.sin(self.yaw / 2)])
-
-    def physics_dt(self) -> float:
-        for prim in self.stage.Traverse():
-            if prim.type_name == "PhysicsScene":
-                hz = prim.attrs.get("physxScene:timeStepsPerSecond")
-                return 1.0 / float(hz or 60)
-        return 1.0 / 60
-
-    def integrate(self, dt: float) -> None:
-        self.qd = self.qd + dt * (self.efforts / 0.2)
-        self.q = self.q + dt * self.qd
-        self.steps_since_play += 1
-        self.total_steps += 1
-        if self.steps_since_play >= self.view_ready_after_steps:
-            self.view_ready = True
-
-    def foot_forces(self, paths: list[str]) -> np.ndarray:
-        out = []
-        for p in paths:
-            name = p.rsplit("/", 1)[-1]
-            k = self.profile.foot_names.index(name)
-            out.append([0.0, 0.0, 30.0 + 5.0 * k])
-        return np.array(out)
-
-    def raycast_all(self, origin, direction, distance, report) -> bool:
-        o, d = np.asarray(origin, float), np.asarray(direction, float)
-        hits = []
-        if abs(o[0] - self.base_pos[0]) < 0.2 and abs(o[1] - self.base_pos[1]) < 0.2 and d[2] < 0:
-            hits.append((o[2] - self.base_pos[2] - 0.05, f"{self.robot_path}/base"))  # the robot's own body
-        if d[2] < 0:
-            t = -o[2] / d[2]
-            if t <= distance:
-                hits.append((t, self.GROUND))
-        for t, body in hits:
-            if not report(types.SimpleNamespace(distance=t, rigid_body=body, collision=body, position=o + t * d)):
-                break
-        return bool(hits)
-
-
-class FakeArticulation:
-    """isaacsim.core.prims.Articulation over FakeWorld (batched API, one robot)."""
-
-    def __init__(self, world: FakeWorld, prim_paths_expr: str, name: str = "articulation"):
-        if not world.stage.GetPrimAtPath(prim_paths_expr).IsValid():
-            raise ValueError(f"no prim at {prim_paths_expr}")
-        self.world, self.path, self.name = world, prim_paths_expr, name
-        self._gen = -1
-
-    def initialize(self, physics_sim_view=None) -> None:
-        if not (self.world.playing and self.world.view_ready):
-            raise RuntimeError("physics simulation view is not created yet")
-        self._gen = self.world.generation
-
-    def is_physics_handle_valid(self) -> bool:
-        return self.world.playing and self._gen == self.world.generation
-
-    def _check(self) -> None:
-        if not self.is_physics_handle_valid():
-            raise RuntimeError("invalid physics handle (Stop was pressed?)")
-
-    @property
-    def dof_names(self) -> list[str]:
-        return list(self.world.dof_names)
-
-    def get_joint_positions(self):
-        self._check()
-        return self.world.q[None].copy()
-
-    def get_joint_velocities(self):
-        self._check()
-        return self.world.qd[None].copy()
-
-    def get_world_poses(self):
-        self._check()
-        return self.world.base_pos[None].copy(), self.world.quat_wxyz[None]
-
-    def get_velocities(self):
-        self._check()
-        return np.concatenate([self.world.lin_vel_w, self.world.ang_vel_w])[None]
-
-    def set_gains(self, kps=None, kds=None) -> None:
-        self._check()
-        self.world.gains = (np.asarray(kps), np.asarray(kds))
-
-    def set_joint_efforts(self, efforts) -> None:
-        self._check()
-        e = np.asarray(efforts, dtype=np.float64)
-        assert e.shape == (1, len(self.world.dof_names)), e.shape
-        self.world.efforts = e[0].copy()
-        self.world.efforts_log.append(self.world.efforts.copy())
-
-
-class FakeRigidPrim:
-    def __init__(self, world: FakeWorld, prim_paths_expr, name: str = "rigid", track_contact_forces: bool = False, prepare_contact_sensors: bool = True):
-        self.world, self.paths, self.track = world, list(prim_paths_expr), track_contact_forces
-
-    def initialize(self, physics_sim_view=None) -> None:
-        if not self.world.view_ready:
-            raise RuntimeError("no view")
-
-    def get_net_contact_forces(self, indices=None, clone=True, dt=1.0):
-        assert self.track, "contact forces need track_contact_forces=True"
-        return self.world.foot_forces(self.paths)
 
 
 # ---------------------------------------------------------------------------------- omni.ui
@@ -429,7 +194,7 @@ class FakeUi:
 
 # ---------------------------------------------------------------------------------- the kit
 class FakeKit:
-    """Everything the fakes share: settings, logs, streams, menus, tasks, windows, the world."""
+    """Everything the fakes share: settings, logs, streams, menus, tasks, windows, the world, the SimulationManager."""
 
     def __init__(self, world: FakeWorld, settings: Optional[dict] = None):
         self.world = world
@@ -443,36 +208,47 @@ class FakeKit:
         self.menus: dict[str, list] = {}
         self.tasks: list = []
         self.opened_stages: list[str] = []
+        self.isaac_version = ISAAC_SIM_5_1
+        self.kit_version = KIT_107_3
         FakeUi.windows = []
         FakeUi.stack = []
+        # Isaac Sim's own extensions load (and subscribe) before any user extension
+        self.simulation_manager = FakeSimulationManager(self)
+        self._own_subs = len(self.timeline_stream.subs)
         self.modules = self._build_modules()
 
     # ---- what tests do
     def play(self) -> None:
+        """Press Play: PLAY is dispatched; the SimulationManager warm-starts physics inside that dispatch."""
         if not self.world.playing:
             self.world.playing = True
             self.world.generation += 1
-            self.world.steps_since_play = 0
-            self.world.view_ready = False
             self.timeline_stream.push(TimelineEventType.PLAY)
 
     def stop(self) -> None:
         if self.world.playing:
             self.world.playing = False
-            self.world.view_ready = False
             self.world.reset_state()
             self.timeline_stream.push(TimelineEventType.STOP)
 
+    def physics_step(self) -> None:
+        """One PhysX step at the stage's rate: pre-step subscribers, integrate, post-step subscribers (by order)."""
+        dt = self.world.physics_dt()
+        for sub in sorted([s for s in self.physics_subs if s.info["pre_step"]], key=lambda s: s.info["order"]):
+            sub.fn(dt)
+        self.world.integrate(dt)
+        for sub in sorted([s for s in self.physics_subs if not s.info["pre_step"]], key=lambda s: s.info["order"]):
+            sub.fn(dt)
+
     def step(self, n: int = 1) -> None:
-        """n physics steps at the stage's rate: pre-step callbacks, integrate, post-step callbacks."""
+        """n physics steps of a playing timeline."""
         assert self.world.playing, "press play first"
         for _ in range(n):
-            dt = self.world.physics_dt()
-            for sub in [s for s in self.physics_subs if s.info["pre_step"]]:
-                sub.fn(dt)
-            self.world.integrate(dt)
-            for sub in [s for s in self.physics_subs if not s.info["pre_step"]]:
-                sub.fn(dt)
+            self.physics_step()
+
+    def recreate_view(self) -> None:
+        """The physics simulation view was recreated under the extension (e.g. the stage was edited while playing)."""
+        self.simulation_manager._physics_sim_view = types.SimpleNamespace(generation=-1)
 
     def update(self) -> None:
         """One app update: Events-2.0 observers and legacy update subscriptions."""
@@ -492,8 +268,9 @@ class FakeKit:
 
     @property
     def active_subscriptions(self) -> int:
+        """Subscriptions the extensions hold (Isaac Sim's own are not counted)."""
         streams = (self.timeline_stream, self.stage_stream, self.update_stream)
-        return len(self.physics_subs) + len(self.update_observers) + sum(len(s.subs) for s in streams)
+        return len(self.physics_subs) + len(self.update_observers) + sum(len(s.subs) for s in streams) - self._own_subs
 
     # ---- module construction
     def _build_modules(self) -> dict[str, types.ModuleType]:
@@ -515,10 +292,11 @@ class FakeKit:
         mod("carb", log_info=lambda s: kit.logs.append(("info", s)), log_warn=lambda s: kit.logs.append(("warn", s)),
             log_error=lambda s: kit.logs.append(("error", s)))
         mod("carb.settings", get_settings=lambda: settings)
-        dispatcher = types.SimpleNamespace(
-            observe_event=lambda event_name=None, on_event=None, observer_name="", **kw: FakeSubscription(kit.update_observers, on_event, name=observer_name)
-        )
-        mod("carb.eventdispatcher", get_eventdispatcher=lambda: dispatcher)
+
+        def observe_event(*, event_name: str, on_event: Callable, observer_name: str = "", order: int = 0, filter=None):  # noqa: A002
+            return FakeSubscription(kit.update_observers, on_event, name=observer_name)
+
+        mod("carb.eventdispatcher", get_eventdispatcher=lambda: types.SimpleNamespace(observe_event=observe_event))
 
         # omni
         mod("omni")
@@ -534,7 +312,10 @@ class FakeKit:
         async def next_update_async():
             return None
 
-        app = types.SimpleNamespace(next_update_async=next_update_async, get_update_event_stream=lambda: kit.update_stream)
+        app = types.SimpleNamespace(
+            next_update_async=next_update_async, get_update_event_stream=lambda: kit.update_stream,
+            get_build_version=lambda: kit.kit_version,
+        )
         mod("omni.kit.app", get_app=lambda: app, GLOBAL_EVENT_UPDATE="omni.kit.app:update")
 
         class FakeTask:
@@ -576,10 +357,11 @@ class FakeKit:
         )
         mod("omni.timeline", get_timeline_interface=lambda: timeline, TimelineEventType=TimelineEventType)
 
-        physx = types.SimpleNamespace(
-            subscribe_physics_on_step_events=lambda fn, pre_step, order=0: FakeSubscription(kit.physics_subs, fn, pre_step=pre_step, order=order)
-        )
-        scene_query = types.SimpleNamespace(raycast_all=lambda o, d, dist, report, bothSides=False: world.raycast_all(o, d, dist, report))
+        def subscribe_physics_on_step_events(fn: Callable, pre_step: bool, order: int) -> FakeSubscription:
+            return FakeSubscription(kit.physics_subs, fn, pre_step=pre_step, order=order)
+
+        physx = types.SimpleNamespace(subscribe_physics_on_step_events=subscribe_physics_on_step_events)
+        scene_query = types.SimpleNamespace(raycast_all=lambda o, d, dist, reportFn, bothSides=False: world.raycast_all(o, d, dist, reportFn))
         mod("omni.physx", get_physx_interface=lambda: physx, get_physx_scene_query_interface=lambda: scene_query)
 
         async def open_stage_async(url: str):
@@ -602,16 +384,14 @@ class FakeKit:
             Fraction=lambda x: x, Pixel=lambda x: x,
         )
 
-        # pxr
-        mod("pxr", UsdPhysics=types.SimpleNamespace(Scene=_Scene),
-            PhysxSchema=types.SimpleNamespace(PhysxSceneAPI=_PhysxSceneAPI, PhysxContactReportAPI=_PhysxContactReportAPI))
-
-        # isaacsim
+        # isaacsim: the views are bound to this kit's world and SimulationManager
         mod("isaacsim")
         mod("isaacsim.core")
         mod("isaacsim.core.prims",
-            Articulation=lambda prim_paths_expr, name="articulation", **kw: FakeArticulation(world, prim_paths_expr, name),
-            RigidPrim=lambda prim_paths_expr, name="rigid", **kw: FakeRigidPrim(world, prim_paths_expr, name, **kw))
+            Articulation=type("Articulation", (FakeArticulation,), {"_kit": kit}),
+            RigidPrim=type("RigidPrim", (FakeRigidPrim,), {"_kit": kit}))
+        mod("isaacsim.core.simulation_manager", SimulationManager=kit.simulation_manager)
+        mod("isaacsim.core.version", get_version=lambda: kit.isaac_version)
         return m
 
 
@@ -623,7 +403,12 @@ def purge_kit_modules() -> None:
 
 
 def install_fake_kit(monkeypatch, profile, settings: Optional[dict] = None, **world_kwargs: Any) -> FakeKit:
-    """Put the fakes into sys.modules for one test (monkeypatch undoes it) and return the FakeKit."""
+    """Put the fakes into sys.modules for one test (monkeypatch undoes it) and return the FakeKit.
+
+    pxr is the real usd-core; only NVIDIA's ``pxr.PhysxSchema`` is added as a stand-in.
+    """
+    import pxr
+
     purge_kit_modules()
     kit = FakeKit(FakeWorld(profile, **world_kwargs), settings)
     for name in list(sys.modules):
@@ -631,8 +416,10 @@ def install_fake_kit(monkeypatch, profile, settings: Optional[dict] = None, **wo
             monkeypatch.delitem(sys.modules, name)
     for name, module in kit.modules.items():
         monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(pxr, "PhysxSchema", PhysxSchema, raising=False)
+    monkeypatch.setitem(sys.modules, "pxr.PhysxSchema", PhysxSchema)
     return kit
 
 
 __all__ = ["FakeKit", "FakeWorld", "FakeWindow", "FakeButton", "FakeLabel", "FakePlot", "FakeStringField",
-           "install_fake_kit", "purge_kit_modules", "TimelineEventType", "StageEventType"]
+           "install_fake_kit", "purge_kit_modules", "TimelineEventType", "StageEventType", "ISAAC_SIM_5_1", "KIT_107_3"]

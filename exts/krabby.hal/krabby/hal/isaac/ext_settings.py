@@ -27,7 +27,7 @@ class HalExtSettings:
     physics_rate_hz: float = 0.0  # 0 = the robot profile's (Go2: 200)
     control_rate_hz: float = 0.0  # 0 = the robot profile's (Go2: 50)
     set_physics_rate: bool = True  # set the PhysicsScene to the physics rate before Play (else only warn)
-    lockstep_timeout_ms: float = 0.0  # > 0: wait this long for the command of each observation
+    lockstep_timeout_ms: float = 100.0  # > 0: lock-step, wait this long for each observation's command (sim-clock watchdog); 0: asynchronous
     arm_on_play: bool = True  # simulators arm themselves on Play; a robot never should
     watchdog_s: float = 0.0  # 0 = SafetyConfig's default (no valid command this long => HOLD)
     hold_s: float = 0.0  # 0 = SafetyConfig's default (HOLD this long => DAMP)

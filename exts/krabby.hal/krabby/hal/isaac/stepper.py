@@ -16,9 +16,17 @@ The very first physics step after Play (or after Stop -> Play) first (re)acquire
 handles and publishes the initial observation, so step 0 already runs under a command, as step 0
 of an Isaac Lab episode runs under the action computed from the reset observation.
 
-Optional lock-step (``lockstep_timeout_s > 0``): after publishing, wait up to that long for the
-command computed from *this* observation and apply it at once (training timing exactly, at the
-price of blocking the physics loop). Only waited for while a client is actively commanding.
+Lock-step (``lockstep_timeout_s > 0``, the Kit default): after publishing, wait up to that long for
+the command computed from *this* observation and apply it at once (training timing exactly, at the
+price of blocking the physics loop); only waited for while a client is actively commanding. The
+safety supervisor then runs on the simulation clock (``SimClock``): its watchdog and HOLD time
+count simulated seconds, which is what matters when the simulator runs faster (or slower) than
+real time, as Isaac Sim's unthrottled loop does. Asynchronous mode (``lockstep_timeout_s = 0``)
+never blocks physics, but a command then takes effect whenever it arrives, and the supervisor runs
+on the wall clock, blind to how much simulated time passed.
+
+Steps before the extension has prepared a Play (``awaiting_play``; Isaac Sim warm-starts physics
+inside the Play event, possibly before the extension's own Play handler) are counted and skipped.
 """
 
 from __future__ import annotations
@@ -151,8 +159,9 @@ class StepperStats:
     errors: int = 0
     lockstep_waits: int = 0
     lockstep_timeouts: int = 0
+    steps_before_play: int = 0  # physics steps that ran before the Play preparation (skipped)
     last_dt_s: float = 0.0
-    rate_warning: str = ""  # set once when the physics dt differs from the expected one
+    rate_warning: str = ""  # set while the physics dt differs from the expected one, cleared once it is right
     last_error: str = ""
     tick_ms: deque = field(default_factory=lambda: deque(maxlen=256))
 
@@ -160,12 +169,39 @@ class StepperStats:
 ControlObserver = Callable[[SensorFrame, ActuatorCommand], None]
 
 
+class SimClock:
+    """Supervisor time (epoch ns) that runs with the SIMULATION while a command is overdue.
+
+    ``anchor()`` whenever nothing is overdue (a fresh command arrived, or nothing is being timed);
+    from then on ``now_ns()`` advances only by the physics steps taken (``advance``), so the
+    supervisor's watchdog and HOLD time count simulated seconds however fast the simulator runs.
+    Anchored on the wall clock, it stays comparable with the server's wall-clock command stamps.
+    """
+
+    def __init__(self, wall_ns: Callable[[], int] = clock.now_ns):
+        self._wall_ns = wall_ns
+        self.sim_ns = 0
+        self._anchor_wall_ns: Optional[int] = None
+        self._anchor_sim_ns = 0
+
+    def advance(self, dt_s: float) -> None:
+        self.sim_ns += int(round(dt_s * 1e9))
+
+    def anchor(self) -> None:
+        self._anchor_wall_ns, self._anchor_sim_ns = self._wall_ns(), self.sim_ns
+
+    def now_ns(self) -> int:
+        if self._anchor_wall_ns is None:
+            self.anchor()
+        return self._anchor_wall_ns + (self.sim_ns - self._anchor_sim_ns)
+
+
 class PhysicsStepper:
     """Turns physics-step callbacks into PD application (every step) and HAL ticks (every decimation-th)."""
 
     def __init__(
         self, server, backend: SteppedBackend, *, rates: Rates, lockstep_timeout_s: float = 0.0,
-        perf_counter: Callable[[], float] = time.perf_counter,
+        perf_counter: Callable[[], float] = time.perf_counter, awaiting_play: bool = False,
     ):
         self.server = server
         self.backend = backend
@@ -178,14 +214,23 @@ class PhysicsStepper:
         self._ready = False
         self._steps_in_period = 0
         self._last_error_log = 0.0
+        self.awaiting_play = awaiting_play
+        self.sim_clock = SimClock()
 
     @property
     def ready(self) -> bool:
         return self._ready
 
+    def on_play(self) -> None:
+        """The extension prepared this Play (physics rate, contact reporting, supervisor armed): step from now on."""
+        self.awaiting_play = False
+
     # ----------------------------------------------------------------------- physics callbacks
     def on_pre_step(self, dt_s: float) -> None:
         """Before each physics step: initialise on the first one, then apply the PD efforts."""
+        if self.awaiting_play:
+            self.stats.steps_before_play += 1
+            return
         try:
             if not self._ready:
                 if not self.backend.ensure_ready():
@@ -201,9 +246,10 @@ class PhysicsStepper:
 
     def on_post_step(self, dt_s: float) -> None:
         """After each physics step: every decimation-th step read, publish and take the new command."""
-        if not self._ready:
+        if not self._ready or self.awaiting_play:
             return
         try:
+            self.sim_clock.advance(dt_s)
             self.stats.physics_steps += 1
             self._steps_in_period += 1
             if self._steps_in_period >= self.decimation:
@@ -213,7 +259,8 @@ class PhysicsStepper:
             self._fail(e)
 
     def on_stop(self) -> None:
-        """Timeline stopped (or the stage changed): handles are invalid until the next Play."""
+        """Timeline stopped (or the stage changed): handles are invalid until the next Play is prepared."""
+        self.awaiting_play = True
         self._ready = False
         self._steps_in_period = 0
         self.backend.invalidate()
@@ -221,13 +268,20 @@ class PhysicsStepper:
     # ------------------------------------------------------------------------------ internals
     def _control_tick(self) -> None:
         t0 = self._perf()
-        frame = self.server.tick()
-        if self.lockstep_timeout_s > 0 and self.server.supervisor.state == SafetyState.ACTIVE:
-            self.stats.lockstep_waits += 1
-            if self.server.wait_for_command(frame.state.stamp_ns, self.lockstep_timeout_s):
-                self.server.actuate()  # the command that just arrived, without re-reading the robot
-            else:
-                self.stats.lockstep_timeouts += 1
+        if self.lockstep_timeout_s > 0:
+            frame = self.server.observe()
+            state = self.server.supervisor.state
+            if state == SafetyState.ACTIVE:
+                self.stats.lockstep_waits += 1
+                if self.server.wait_for_command(frame.state.stamp_ns, self.lockstep_timeout_s):
+                    self.sim_clock.anchor()  # the command of this very observation: nothing overdue
+                else:
+                    self.stats.lockstep_timeouts += 1
+            elif state != SafetyState.HOLD:
+                self.sim_clock.anchor()  # nothing is being timed
+            self.server.actuate(self.sim_clock.now_ns())
+        else:
+            frame = self.server.tick()
         self.stats.control_steps += 1
         self.stats.tick_ms.append((self._perf() - t0) * 1e3)
         cmd = self.server.last_command
@@ -235,13 +289,17 @@ class PhysicsStepper:
             observer(frame, cmd)
 
     def _check_dt(self, dt_s: float) -> None:
+        """Warn while the physics dt is wrong (once per change), and clear the warning once it is right."""
         self.stats.last_dt_s = float(dt_s)
-        if self.stats.rate_warning or not dt_s:
+        if not dt_s:
             return
         want = self.rates.physics_dt_s
-        if abs(dt_s - want) > 1e-4 * want:
-            msg = physics_rate_message(1.0 / dt_s, self.rates.physics_rate_hz)
-            self.stats.rate_warning = msg or ""
+        if abs(dt_s - want) <= 1e-4 * want:
+            self.stats.rate_warning = ""
+            return
+        msg = physics_rate_message(1.0 / dt_s, self.rates.physics_rate_hz) or ""
+        if msg != self.stats.rate_warning:
+            self.stats.rate_warning = msg
             log.warning("%s", msg)
 
     def _fail(self, e: Exception) -> None:
@@ -260,5 +318,5 @@ class PhysicsStepper:
 
 __all__ = [
     "JointMapError", "JointNameMap", "pd_efforts", "Rates", "effective_rates", "physics_rate_message",
-    "SteppedBackend", "StepperStats", "PhysicsStepper",
+    "SteppedBackend", "StepperStats", "PhysicsStepper", "SimClock",
 ]

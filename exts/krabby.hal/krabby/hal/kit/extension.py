@@ -31,12 +31,18 @@ from ..isaac.articulation import HeadingHoldNavigation
 from ..isaac.ext_settings import HalExtSettings, connect_endpoint
 from ..isaac.panel_model import HalPanelModel, PanelWindowHost
 from ..isaac.stepper import PhysicsStepper, effective_rates, physics_rate_message
+from ..isaac.versions import isaac_sim_version_problem
 from ..robot_profile import load_robot_profile
 from ..safety import SafetyConfig
 from . import physics_scene
 from .sim_backend import IsaacSimBackend
 
 MENU_NAME = "Krabby HAL"
+#: Our timeline subscription's order tier. Lower tiers are notified first (carb::events
+#: createSubscriptionToPop); Isaac Sim's SimulationManager warm-starts physics inside the PLAY event
+#: at the default tier 0 (IS v5.1.0 isaacsim.core.simulation_manager/python/impl/simulation_manager.py:78-82,
+#: 164-193), so at -100 the physics rate is set and the supervisor armed before those first steps.
+TIMELINE_ORDER = -100
 _current: Optional["KrabbyHalExtension"] = None
 
 
@@ -118,6 +124,9 @@ class KrabbyHalExtension(omni.ext.IExt):
 
     # ----------------------------------------------------------------------------------- HAL
     def _start_hal(self) -> None:
+        problem = isaac_sim_version_problem(_isaac_sim_version(), omni.kit.app.get_app().get_build_version())
+        if problem:
+            raise HalSetupError(problem)
         try:
             import zmq
         except ImportError:
@@ -148,7 +157,9 @@ class KrabbyHalExtension(omni.ext.IExt):
         )
         self.context = zmq.Context.instance()  # shared with krabby.parkour: inproc needs one context
         self.server = HalServer(self.backend, config, context=self.context).start()
-        self.stepper = PhysicsStepper(self.server, self.backend, rates=rates, lockstep_timeout_s=s.lockstep_timeout_ms / 1000.0)
+        self.stepper = PhysicsStepper(
+            self.server, self.backend, rates=rates, lockstep_timeout_s=s.lockstep_timeout_ms / 1000.0, awaiting_play=True,
+        )
         carb.log_info(f"[krabby.hal] serving {profile.name} at {s.robot_prim_path}: {s.observation_bind}, {s.command_bind}")
 
     def client_endpoints(self) -> tuple[str, str]:
@@ -161,13 +172,14 @@ class KrabbyHalExtension(omni.ext.IExt):
         self._subs.append(physx.subscribe_physics_on_step_events(self._on_pre_step, pre_step=True, order=0))
         self._subs.append(physx.subscribe_physics_on_step_events(self._on_post_step, pre_step=False, order=0))
         timeline = omni.timeline.get_timeline_interface()
-        self._subs.append(timeline.get_timeline_event_stream().create_subscription_to_pop(self._on_timeline_event, name="krabby.hal"))
+        self._subs.append(timeline.get_timeline_event_stream().create_subscription_to_pop(
+            self._on_timeline_event, order=TIMELINE_ORDER, name="krabby.hal"))
         ctx = omni.usd.get_context()
         self._subs.append(ctx.get_stage_event_stream().create_subscription_to_pop(self._on_stage_event, name="krabby.hal"))
         if ctx.get_stage() is not None:
             self.prepare_stage()
-        if timeline.is_playing() and self.settings.arm_on_play:
-            self.server.supervisor.arm(time.time_ns())
+        if timeline.is_playing():  # enabled while playing: this Play is prepared now
+            self._on_play()
 
     def _subscribe_update(self) -> None:
         try:
@@ -189,13 +201,18 @@ class KrabbyHalExtension(omni.ext.IExt):
     def _on_timeline_event(self, event) -> None:
         t = omni.timeline.TimelineEventType
         if event.type == int(t.PLAY):
-            self.prepare_stage()
-            if self.settings.arm_on_play and self.server is not None:
-                self.server.supervisor.arm(time.time_ns())
+            self._on_play()
         elif event.type == int(t.STOP):
             self.stepper.on_stop()
             if self.server is not None:
                 self.server.supervisor.disarm(time.time_ns())
+
+    def _on_play(self) -> None:
+        """Prepare the stage, arm, then let the stepper act on physics steps (steps before this are skipped)."""
+        self.prepare_stage()
+        if self.settings.arm_on_play and self.server is not None:
+            self.server.supervisor.arm(time.time_ns())
+        self.stepper.on_play()
 
     def _on_stage_event(self, event) -> None:
         t = omni.usd.StageEventType
@@ -221,7 +238,9 @@ class KrabbyHalExtension(omni.ext.IExt):
                     if msg:
                         carb.log_warn(f"[krabby.hal] {path}: {msg}")
             if stage.GetPrimAtPath(self.settings.robot_prim_path).IsValid():
-                physics_scene.enable_contact_reports(stage, self.backend.foot_paths)
+                skipped = physics_scene.enable_contact_reports(stage, self.backend.foot_paths)
+                if skipped:
+                    carb.log_warn(f"[krabby.hal] no contact reporting on {', '.join(skipped)}: not rigid bodies (or missing)")
         except Exception as e:
             carb.log_warn(f"[krabby.hal] could not prepare the stage: {type(e).__name__}: {e}")
 
@@ -275,6 +294,16 @@ class KrabbyHalExtension(omni.ext.IExt):
 
     def _on_update(self, _event=None) -> None:
         self.window_host.update()
+
+
+def _isaac_sim_version() -> str:
+    """Isaac Sim's version from its VERSION file ('' when it cannot be read, e.g. from an app file outside Isaac Sim)."""
+    try:
+        from isaacsim.core.version import get_version
+
+        return get_version()[0]
+    except Exception:  # noqa: BLE001 - the Kit version decides then
+        return ""
 
 
 __all__ = ["KrabbyHalExtension", "current", "HalSetupError", "MENU_NAME"]

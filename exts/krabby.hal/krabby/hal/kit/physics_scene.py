@@ -40,16 +40,19 @@ def set_physics_rate(stage, rate_hz: float, default_scene_path: str = "/physicsS
 
 
 def enable_contact_reports(stage, body_paths: Iterable[str]) -> list[str]:
-    """Apply PhysxContactReportAPI (threshold 0) to each body so its net contact force is reported; returns missing paths."""
-    missing = []
+    """Apply PhysxContactReportAPI (threshold 0) to each rigid body so its net contact force is reported.
+
+    Returns the paths skipped: missing prims and prims that are not rigid bodies (never made bodies here).
+    """
+    skipped = []
     for path in body_paths:
         prim = stage.GetPrimAtPath(path)
-        if not prim.IsValid():
-            missing.append(path)
+        if not prim.IsValid() or not prim.HasAPI(UsdPhysics.RigidBodyAPI):
+            skipped.append(path)
             continue
         api = PhysxSchema.PhysxContactReportAPI.Apply(prim)
         api.CreateThresholdAttr().Set(0.0)
-    return missing
+    return skipped
 
 
 __all__ = ["physics_scene_rates", "set_physics_rate", "enable_contact_reports"]

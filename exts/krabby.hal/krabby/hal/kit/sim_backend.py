@@ -6,9 +6,17 @@ those APIs live here; the PD, name mapping, frames, height scan and depth geomet
 ``krabby.hal.isaac.articulation`` module.
 
 - Joint state is mapped to robot order BY NAME (``JointNameMap`` over ``Articulation.dof_names``).
-- The joint drives' gains are set to zero and the training PD torque is written with
-  ``set_joint_efforts`` before every physics step.
-- Handles are (re)acquired on the first physics step after every Play.
+- The joints are switched to effort control (``switch_control_mode("effort")``: zero drive gains, in
+  the view's own backend) and the training PD torque is written with ``set_joint_efforts`` before
+  every physics step, converted with the view's backend utilities: with GPU physics Isaac Sim
+  switches the views to the torch backend, whose ``move_data`` calls ``.to()`` on its input
+  (IS v5.1.0 isaacsim.core.simulation_manager/python/impl/simulation_manager.py:178-181;
+  isaacsim.core.utils/python/impl/torch/tensor.py:64-65), so numpy would fail every step.
+- The user's stage is not rewritten: views are built with ``reset_xform_properties=False``
+  (the default rewrites the prim's xformOps, isaacsim.core.prims/python/impl/xform_prim.py:153-154),
+  and the feet must already be rigid bodies (``RigidPrim`` would otherwise apply ``RigidBodyAPI`` to
+  them, rigid_prim.py:2281-2293, creating new bodies inside the robot).
+- Handles are (re)acquired on the first physics step once the simulation view exists after Play.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import omni.usd
+from pxr import UsdPhysics
 
 from ..isaac.articulation import ArticulationHalBackend, ArticulationIO, RayCaster
 from ..robot_profile import RobotProfile
@@ -31,9 +40,13 @@ class _NotReady(Exception):
 
 
 def _np(x) -> np.ndarray:
-    """numpy from what isaacsim.core returns (numpy, or torch with the torch backend)."""
+    """numpy from what isaacsim.core returns: numpy, torch (torch backend, any device) or warp (warp backend)."""
+    if x is None:
+        raise RuntimeError("the view returned nothing (physics handle not valid)")
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
+    elif not isinstance(x, np.ndarray) and callable(getattr(x, "numpy", None)):
+        x = x.numpy()  # wp.array: copied to the host
     return np.asarray(x, dtype=np.float64)
 
 
@@ -43,7 +56,7 @@ class PrimsArticulationIO(ArticulationIO):
     def __init__(self, prim_path: str, foot_paths: Sequence[str], physics_dt_s: float):
         from isaacsim.core.prims import Articulation, RigidPrim
 
-        art = Articulation(prim_paths_expr=prim_path, name="krabby_hal_robot")
+        art = Articulation(prim_paths_expr=prim_path, name="krabby_hal_robot", reset_xform_properties=False)
         try:
             art.initialize()
         except Exception as e:  # no physics simulation view yet
@@ -52,14 +65,13 @@ class PrimsArticulationIO(ArticulationIO):
             raise _NotReady("physics handle not valid yet")
         self._art = art
         self.dof_names = list(art.dof_names)
-        n = len(self.dof_names)
         # effort mode: no PhysX drive; the training PD is applied by us as joint efforts
-        art.set_gains(kps=np.zeros((1, n)), kds=np.zeros((1, n)))
+        art.switch_control_mode("effort")
         self._dt = physics_dt_s
         self._feet = None
         if foot_paths:
             feet = RigidPrim(
-                prim_paths_expr=list(foot_paths), name="krabby_hal_feet",
+                prim_paths_expr=list(foot_paths), name="krabby_hal_feet", reset_xform_properties=False,
                 track_contact_forces=True, prepare_contact_sensors=True,
             )
             feet.initialize()
@@ -82,7 +94,10 @@ class PrimsArticulationIO(ArticulationIO):
         return _np(self._feet.get_net_contact_forces(dt=self._dt))  # (F, 3), in foot_paths order
 
     def set_joint_efforts(self, efforts_dof_nm: np.ndarray) -> None:
-        self._art.set_joint_efforts(np.asarray(efforts_dof_nm, dtype=np.float32)[None, :])
+        art = self._art
+        efforts = np.asarray(efforts_dof_nm, dtype=np.float32)[None, :]
+        # the view's own array type (numpy, torch or warp) on the physics device
+        art.set_joint_efforts(art._backend_utils.convert(efforts, device=art._device, dtype="float32"))
 
     def is_valid(self) -> bool:
         return bool(self._art.is_physics_handle_valid())
@@ -125,9 +140,11 @@ class IsaacSimBackend(ArticulationHalBackend):
         self.foot_paths = [foot_path_template.format(robot=prim_path.rstrip("/"), foot=f) for f in profile.foot_names]
 
     def _acquire(self):
+        from isaacsim.core.simulation_manager import SimulationManager
+
         stage = omni.usd.get_context().get_stage()
-        if stage is None:
-            return None
+        if stage is None or SimulationManager.get_physics_sim_view() is None:
+            return None  # nothing to read before the simulation view exists (warm-up steps after Play)
         if not stage.GetPrimAtPath(self.prim_path).IsValid():
             raise RobotNotFoundError(
                 f"no prim at {self.prim_path!r} on the open stage: set --/exts/krabby.hal/robot_prim_path to the "
@@ -138,6 +155,13 @@ class IsaacSimBackend(ArticulationHalBackend):
             raise RobotNotFoundError(
                 f"no foot bodies at {', '.join(missing)}: set --/exts/krabby.hal/foot_path_template "
                 "(e.g. '{robot}/{foot}')"
+            )
+        not_rigid = [p for p in self.foot_paths if not stage.GetPrimAtPath(p).HasAPI(UsdPhysics.RigidBodyAPI)]
+        if not_rigid:
+            raise RobotNotFoundError(
+                f"foot prims {', '.join(not_rigid)} are not rigid bodies (no UsdPhysics.RigidBodyAPI), so their contact "
+                "forces cannot be read and krabby.hal will not make them bodies of your robot: point "
+                "--/exts/krabby.hal/foot_path_template at the robot's foot links"
             )
         try:
             io = PrimsArticulationIO(self.prim_path, self.foot_paths, self.physics_dt_s)
