@@ -24,7 +24,8 @@ from krabby.hal.types import ActuatorCommand, ActuatorMode
 
 
 # ------------------------------------------------------------------------------- arguments
-def test_parser_has_our_flags_and_every_app_launcher_flag(tmp_path):
+def test_parser_has_our_flags_and_every_app_launcher_flag(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["krabby-hal-server-isaac"])  # AppLauncher parses sys.argv while adding its flags
     ours = build_parser(None)
     assert not any(f"--{name}" in ours._option_string_actions for name in APP_LAUNCHER_RESERVED)
     p = build_parser(add_app_launcher_args)  # the fake raises on a clash, as AppLauncher does
@@ -42,8 +43,7 @@ def test_parser_has_our_flags_and_every_app_launcher_flag(tmp_path):
     defaults = p.parse_args(["--task", "T"])
     assert (defaults.checkpoint, defaults.action_dim, defaults.obs_dim, defaults.control_rate) == (None, 12, 753, None)
     assert defaults.observation_bind == "inproc://hal_observation" and defaults.command_bind == "inproc://hal_commands"
-    with pytest.raises(SystemExit):
-        p.parse_args([])  # --task is required
+    assert validate_args(p.parse_args([])) == ["--task is required, e.g. --task Isaac-Extreme-Parkour-Teacher-Unitree-Go2-Play-v0"]
 
 
 def test_validate_args_reports_every_problem(tmp_path):
@@ -53,6 +53,46 @@ def test_validate_args_reports_every_problem(tmp_path):
     errors = validate_args(args)
     assert len(errors) == 4
     assert any("not found" in e for e in errors) and any("--command_bind" in e for e in errors)
+
+
+def _exit_of_main_with_sys_argv(monkeypatch, profile, *args: str) -> tuple[int, list[str]]:
+    """Run the console script as a shell would (sys.argv, no argv) against the fake Isaac Lab; it must exit."""
+    calls: list[str] = []
+    install_fake_isaaclab(monkeypatch, profile, calls)
+    monkeypatch.setattr(sys, "argv", ["krabby-hal-server-isaac", *args])
+    with pytest.raises(SystemExit) as e:
+        server_main.main()
+    return e.value.code, calls
+
+
+def test_help_prints_usage_with_app_launcher_flags(monkeypatch, profile, capsys):
+    """The real add_app_launcher_args parses sys.argv with --help switched off: a required --task made --help exit 2."""
+    assert _exit_of_main_with_sys_argv(monkeypatch, profile, "--help") == (0, [])
+    out = capsys.readouterr().out
+    assert "--task" in out and "--checkpoint" in out and "--headless" in out and "--kit_args" in out
+
+
+def test_missing_task_is_one_clear_error_before_launching(monkeypatch, profile, capsys):
+    assert _exit_of_main_with_sys_argv(monkeypatch, profile, "--headless") == (2, [])
+    assert "--task is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("newer", ["version", "isaaclab_physx"])
+def test_isaac_lab_3_is_refused_in_one_line(monkeypatch, profile, capsys, newer):
+    import importlib.machinery
+    import types
+
+    calls: list[str] = []
+    install_fake_isaaclab(monkeypatch, profile, calls)
+    if newer == "version":
+        monkeypatch.setattr(sys.modules["isaaclab"], "__version__", "3.5.3")
+    else:
+        physx = types.ModuleType("isaaclab_physx")
+        physx.__spec__ = importlib.machinery.ModuleSpec("isaaclab_physx", None)
+        monkeypatch.setitem(sys.modules, "isaaclab_physx", physx)
+    assert server_main.main(["--task", "T", "--headless"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Isaac Lab 2.x" in err[0] and calls == []
 
 
 def test_without_isaac_lab_one_line_and_nonzero_exit():
@@ -91,6 +131,36 @@ def test_action_units_from_an_action_term(profile):
         ActionUnits(("a",), 0.0, 0.0)
     with pytest.raises(ValueError, match="not in robot profile"):
         ActionUnits(("elbow",), 0.0, 1.0).to_actions(profile.default_pos_rad, profile)
+
+
+def test_action_clip_is_modelled_and_reported(profile, caplog):
+    """The parkour term clamps raw actions to +-4.8: a target more than 1.2 rad from the default pose is clipped."""
+    env = FakeEnv(profile)
+    units = action_units_from_env(env, profile)
+    assert units.clip_hi == pytest.approx(np.full(12, 4.8)) and units.clip_lo == pytest.approx(np.full(12, -4.8))
+    assert ActionUnits.from_profile(profile).clip_hi == pytest.approx(np.full(12, profile.action_clip))
+    cfg_only = SimpleNamespace(cfg=SimpleNamespace(scale=0.25, use_default_offset=True, clip={".*_calf_joint": (-1.0, 2.0)}))
+    from_cfg = ActionUnits.from_action_term(cfg_only, env.robot.joint_names, env.robot.data.default_joint_pos[0])
+    calf = [n.endswith("_calf_joint") for n in from_cfg.joint_names]
+    assert np.all(from_cfg.clip_hi[calf] == 2.0) and np.all(np.isinf(from_cfg.clip_hi[~np.array(calf)]))
+    server, _ = _server(profile, env)
+    try:
+        stepper = EnvStepper(server, units, profile, lockstep_timeout_s=0.0)
+        frame = server.tick()
+        targets = profile.default_pos_rad.copy()
+        targets[profile.joint_index("FL_calf_joint")] += 1.5  # 6.0 in action units
+        server.last_command = ActuatorCommand(ActuatorMode.POSITION, targets, profile.kp_nm_per_rad, profile.kd_nm_s_per_rad)
+        with caplog.at_level("WARNING", logger="krabby.hal.isaac.main"):
+            a = stepper.actions_for(frame)
+            stepper.actions_for(frame)
+        i = units.joint_names.index("FL_calf_joint")
+        assert a[i] == pytest.approx(4.8) and stepper.clipped_steps == 2
+        lines = [r.getMessage() for r in caplog.records if "clips" in r.getMessage()]
+        assert len(lines) == 1 and "FL_calf_joint" in lines[0] and "1.20" in lines[0]  # once a second at most
+        env.step(a[None])
+        assert env.actions[-1][i] == pytest.approx(4.8)
+    finally:
+        server.close()
 
 
 def test_command_targets_and_action_delay(profile):

@@ -7,6 +7,7 @@ height scanner and a RayCasterCamera output. ``step`` moves each joint halfway t
 
 from __future__ import annotations
 
+import argparse
 import importlib.machinery
 import math
 import sys
@@ -15,25 +16,64 @@ from typing import Any, Optional
 
 import numpy as np
 
-RESERVED = ("--headless", "--livestream", "--enable_cameras", "--xr", "--device", "--experience",
-            "--rendering_mode", "--kit_args", "--verbose", "--info")
+class ExplicitAction(argparse.Action):
+    """app_launcher.py:29-36: records that the flag was given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_explicit", True)
 
 
-def add_app_launcher_args(parser) -> None:
-    """Like AppLauncher.add_app_launcher_args: adds its flags and refuses a parser that already has them."""
-    clash = [f for f in RESERVED if f in parser._option_string_actions]
-    if clash:
-        raise ValueError(f"The following argument(s) are reserved by AppLauncher: {clash}")
-    parser.add_argument("--headless", action="store_true", default=False)
-    parser.add_argument("--livestream", type=int, default=-1)
-    parser.add_argument("--enable_cameras", action="store_true", default=False)
-    parser.add_argument("--xr", action="store_true", default=False)
-    parser.add_argument("--device", type=str, default="cuda:0")
-    parser.add_argument("--experience", type=str, default="")
-    parser.add_argument("--rendering_mode", type=str, default=None)
-    parser.add_argument("--kit_args", type=str, default="")
-    parser.add_argument("--verbose", action="store_true")
-    parser.add_argument("--info", action="store_true")
+#: app_launcher.py:373-381 (names AppLauncher adds itself) and :386-410 (SimulationApp keys and their types)
+APPLAUNCHER_CFG_INFO = {"headless": False, "livestream": -1, "enable_cameras": False, "xr": False, "device": "cuda:0",
+                        "experience": "", "rendering_mode": "balanced"}
+SIM_APP_CFG_TYPES = {"headless": [bool], "hide_ui": [bool, type(None)], "active_gpu": [int, type(None)], "physics_gpu": [int],
+                     "multi_gpu": [bool], "sync_loads": [bool], "width": [int], "height": [int], "window_width": [int],
+                     "window_height": [int], "display_options": [int], "subdiv_refinement_level": [int], "renderer": [str],
+                     "anti_aliasing": [int], "samples_per_pixel_per_frame": [int], "denoiser": [bool], "max_bounces": [int],
+                     "max_specular_transmission_bounces": [int], "max_volume_bounces": [int], "open_usd": [str, type(None)],
+                     "livesync_usd": [str, type(None)], "fast_shutdown": [bool], "experience": [str]}
+
+
+def add_app_launcher_args(parser: argparse.ArgumentParser) -> None:
+    """AppLauncher.add_app_launcher_args of Isaac Lab 2.3 (app_launcher.py:178-367), step for step.
+
+    It takes -h/--help off the parser, PARSES sys.argv (not the caller's argv) to check the caller's
+    flags for clashes, adds its own flags, and puts help back.
+    """
+    parser_help = None
+    if len(parser._actions) > 0 and isinstance(parser._actions[0], argparse._HelpAction):
+        parser_help = parser._actions[0]
+        parser._option_string_actions.pop("-h")
+        parser._option_string_actions.pop("--help")
+    known, _ = parser.parse_known_args()
+    config = vars(known)
+    for key in config:
+        if key in APPLAUNCHER_CFG_INFO:
+            raise ValueError(f"The passed ArgParser object already has the field '{key}'. This field will be added by"
+                             " `AppLauncher.add_app_launcher_args()`, and should not be added directly.")
+    for key, value in config.items():
+        if key in SIM_APP_CFG_TYPES and type(value) not in set(SIM_APP_CFG_TYPES[key]):
+            raise ValueError(f"Invalid value type for the argument '{key}': {type(value)}.")
+    g = parser.add_argument_group("app_launcher arguments", description="Arguments for the AppLauncher.")
+    g.add_argument("--headless", action="store_true", default=False, help="Force display off at all times.")
+    g.add_argument("--livestream", type=int, default=-1, choices={0, 1, 2}, help="Force enable livestreaming.")
+    g.add_argument("--enable_cameras", action="store_true", default=False, help="Enable camera sensors.")
+    g.add_argument("--xr", action="store_true", default=False, help="Enable XR mode.")
+    g.add_argument("--device", type=str, action=ExplicitAction, default="cuda:0", help="The device to run the simulation on.")
+    g.add_argument("--cpu", action="store_true", help=argparse.SUPPRESS)
+    g.add_argument("--verbose", action="store_true", help="Enable verbose-level log output from the SimulationApp.")
+    g.add_argument("--info", action="store_true", help="Enable info-level log output from the SimulationApp.")
+    g.add_argument("--experience", type=str, default="", help="The experience file to load.")
+    g.add_argument("--rendering_mode", type=str, action=ExplicitAction, choices={"performance", "balanced", "quality"},
+                   help="Sets the rendering mode.")
+    g.add_argument("--kit_args", type=str, default="", help="Command line arguments for Omniverse Kit.")
+    g.add_argument("--anim_recording_enabled", action="store_true", help="Enable recording time-sampled USD animations.")
+    g.add_argument("--anim_recording_start_time", type=float, default=0, help="Animation recording start time.")
+    g.add_argument("--anim_recording_stop_time", type=float, default=10, help="Animation recording stop time.")
+    if parser_help is not None:
+        parser._option_string_actions["-h"] = parser_help
+        parser._option_string_actions["--help"] = parser_help
 
 
 class _Data(types.SimpleNamespace):
@@ -55,12 +95,20 @@ class FakeRobot:
 
 
 class FakeActionTerm:
-    def __init__(self, robot: FakeRobot, scale: float, private: bool = True):
-        self.cfg = types.SimpleNamespace(scale=scale, use_default_offset=True, use_delay=True)
+    """The parkour DelayedJointPositionAction: raw actions clamped to +-4.8 (cfg.clip), then offset + scale * a."""
+
+    def __init__(self, robot: FakeRobot, scale: float, private: bool = True, clip: float = 4.8):
+        self.cfg = types.SimpleNamespace(scale=scale, use_default_offset=True, use_delay=True, clip={".*": (-clip, clip)})
         if private:
             self._joint_names = list(robot.joint_names)
             self._scale = scale
             self._offset = robot.data.default_joint_pos.copy()
+            self._clip = np.tile(np.array([-clip, clip]), (1, len(robot.joint_names), 1))  # (num_envs, joints, 2)
+
+    def process(self, actions: np.ndarray) -> np.ndarray:
+        """joint_actions.py:50-54 of Isaaclab_Parkour: clamp the raw actions, then scale and offset."""
+        lo, hi = self.cfg.clip[".*"]
+        return np.clip(actions, lo, hi) * self.cfg.scale + self._offset
 
 
 class FakeEnv:
@@ -102,7 +150,7 @@ class FakeEnv:
         a = np.asarray(action, dtype=np.float64)
         assert a.shape == (1, 12), a.shape
         self.actions.append(a[0].copy())
-        target = self.term._offset + self.term._scale * a
+        target = self.term.process(a)
         d = self.robot.data
         new = d.joint_pos + 0.5 * (target - d.joint_pos)
         d.joint_vel = (new - d.joint_pos) / self.step_dt
@@ -173,7 +221,7 @@ def install_fake_isaaclab(monkeypatch, profile, calls: list, *, app_running_step
         made["env"] = FakeEnv(profile, **(env_kwargs or {}))
         return made["env"]
 
-    module("isaaclab")
+    module("isaaclab", __version__="0.47.3")  # the isaaclab package of Isaac Lab 2.3
     module("isaaclab.app", AppLauncher=AppLauncher)
     module("isaaclab_tasks")
     module("isaaclab_tasks.utils", parse_env_cfg=parse_env_cfg)
@@ -181,4 +229,4 @@ def install_fake_isaaclab(monkeypatch, profile, calls: list, *, app_running_step
     return made
 
 
-__all__ = ["add_app_launcher_args", "FakeEnv", "FakeEnvCfg", "install_fake_isaaclab", "RESERVED"]
+__all__ = ["add_app_launcher_args", "FakeEnv", "FakeEnvCfg", "install_fake_isaaclab", "APPLAUNCHER_CFG_INFO"]

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -34,15 +36,21 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from .versions import isaac_lab_version_problem
+
 INSTALL_HINT = (
     "krabby-hal-server-isaac needs Isaac Lab 2.3 on Isaac Sim 5.1 in this Python: install both (Isaac Lab's pip "
     "installation guide), or run it as `./isaaclab.sh -p -m krabby.hal.isaac.main ...`; see exts/krabby.hal/docs/isaac.md"
 )
 
-#: AppLauncher owns these flags; defining them ourselves makes AppLauncher raise ValueError.
+#: AppLauncher adds these flags (Isaac Lab 2.3 source/isaaclab/isaaclab/app/app_launcher.py:264-361); defining
+#: one ourselves makes it raise ValueError (:426-455) or argparse refuse the duplicate option.
 APP_LAUNCHER_RESERVED = frozenset({
-    "headless", "livestream", "enable_cameras", "xr", "device", "experience", "rendering_mode", "kit_args", "verbose", "info",
+    "headless", "livestream", "enable_cameras", "xr", "device", "cpu", "verbose", "info", "experience", "rendering_mode",
+    "kit_args", "anim_recording_enabled", "anim_recording_start_time", "anim_recording_stop_time",
 })
+EXAMPLE_TASK = "Isaac-Extreme-Parkour-Teacher-Unitree-Go2-Play-v0"
+log = logging.getLogger("krabby.hal.isaac.main")
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -51,7 +59,9 @@ def build_parser(add_app_launcher_args: Optional[Callable[[argparse.ArgumentPars
         prog="krabby-hal-server-isaac",
         description="Serve an Isaac Lab env through the Krabby HAL (ZeroMQ) and run the parkour policy against it.",
     )
-    p.add_argument("--task", required=True, help="gym id of the Isaac Lab task, e.g. Isaac-Extreme-Parkour-Teacher-Unitree-Go2-Play-v0")
+    # not argparse-required: AppLauncher parses sys.argv while adding its flags, with --help switched off
+    # (app_launcher.py:238-247), so a required flag would turn --help into an error; checked after parsing
+    p.add_argument("--task", default=None, help=f"(required) gym id of the Isaac Lab task, e.g. {EXAMPLE_TASK}")
     p.add_argument("--checkpoint", default=None, help="policy checkpoint (.pt / .onnx) run in-process; omit to serve the HAL only")
     p.add_argument("--action_dim", type=int, default=12, help="policy output size (default 12)")
     p.add_argument("--obs_dim", type=int, default=753, help="policy observation size (default 753)")
@@ -72,6 +82,8 @@ def build_parser(add_app_launcher_args: Optional[Callable[[argparse.ArgumentPars
 def validate_args(args: argparse.Namespace) -> list[str]:
     """Problems a user can fix, one line each (checked before the app is launched)."""
     errors = []
+    if not args.task:
+        errors.append(f"--task is required, e.g. --task {EXAMPLE_TASK}")
     if args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_file():
         errors.append(f"--checkpoint {args.checkpoint!r} not found")
     if args.action_dim <= 0 or args.obs_dim <= 0:
@@ -90,23 +102,41 @@ def validate_args(args: argparse.Namespace) -> list[str]:
 # ---------------------------------------------------------------------------------- action units
 @dataclass(frozen=True)
 class ActionUnits:
-    """The env's joint-position action: target = offset + scale * a, in the action term's joint order."""
+    """The env's joint-position action: target = offset + scale * clip(a), in the action term's joint order.
+
+    ``clip_lo`` / ``clip_hi`` are the term's raw-action clip (Isaac Lab 2.3 JointAction ``_clip``,
+    source/isaaclab/isaaclab/envs/mdp/actions/joint_actions.py:100-109; the parkour Go2 term clamps to
+    +-4.8 before scaling, Isaaclab_Parkour parkour_isaaclab/envs/mdp/parkour_actions/joint_actions.py:50-53,
+    parkour_tasks/.../config/go2/parkour_mdp_cfg.py:349): a target further than 4.8 * 0.25 = 1.2 rad from
+    the default pose is clipped by the env. ``clip`` models it so it can be reported.
+    """
 
     joint_names: tuple[str, ...]
     offset_rad: np.ndarray
     scale: np.ndarray
+    clip_lo: Any = -np.inf
+    clip_hi: Any = np.inf
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
-        object.__setattr__(self, "offset_rad", np.broadcast_to(np.asarray(self.offset_rad, dtype=np.float64), (n,)).copy())
-        object.__setattr__(self, "scale", np.broadcast_to(np.asarray(self.scale, dtype=np.float64), (n,)).copy())
+        for name in ("offset_rad", "scale", "clip_lo", "clip_hi"):
+            object.__setattr__(self, name, np.broadcast_to(np.asarray(getattr(self, name), dtype=np.float64), (n,)).copy())
         if np.any(self.scale == 0) or not np.all(np.isfinite(self.scale)):
             raise ValueError(f"action scale must be finite and non-zero, got {self.scale.tolist()}")
+        if np.any(self.clip_lo > self.clip_hi):
+            raise ValueError("action clip: lower bound above the upper bound")
 
     @classmethod
     def from_profile(cls, profile) -> "ActionUnits":
-        """The training action term of the profile: policy joint order, default pose offset, action_scale."""
-        return cls(tuple(profile.policy_joint_names), profile.to_policy_order(profile.default_pos_rad), profile.action_scale)
+        """The training action term of the profile: policy joint order, default pose offset, action_scale, action_clip."""
+        clip = profile.action_clip
+        return cls(tuple(profile.policy_joint_names), profile.to_policy_order(profile.default_pos_rad), profile.action_scale, -clip, clip)
+
+    def clip(self, actions: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+        """(actions as the env clips them, names of the joints it clipped)."""
+        a = np.asarray(actions, dtype=np.float64)
+        clipped = np.clip(a, self.clip_lo, self.clip_hi)
+        return clipped, tuple(n for n, before, after in zip(self.joint_names, a, clipped) if before != after)
 
     @classmethod
     def from_action_term(cls, term: Any, robot_joint_names: Sequence[str], default_joint_pos: np.ndarray) -> "ActionUnits":
@@ -132,7 +162,8 @@ class ActionUnits:
             scale = scale[0]
         if offset.ndim == 2:
             offset = offset[0]
-        return cls(tuple(names), offset, scale)
+        lo, hi = _action_clip(term, names)
+        return cls(tuple(names), offset, scale, lo, hi)
 
     def to_actions(self, targets_robot_rad: np.ndarray, profile) -> np.ndarray:
         """Absolute joint targets (robot order, rad) -> env actions a = (target - offset) / scale."""
@@ -148,6 +179,24 @@ class ActionUnits:
         t = self.offset_rad + self.scale * np.asarray(actions, dtype=np.float64)
         by_name = dict(zip(self.joint_names, t))
         return np.array([by_name[n] for n in profile.joint_names])
+
+
+def _action_clip(term: Any, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The term's raw-action clip (lo, hi) per joint: its resolved ``_clip`` (num_envs, joints, 2), else ``cfg.clip``."""
+    from .env_backend import to_numpy
+
+    lo, hi = np.full(len(names), -np.inf), np.full(len(names), np.inf)
+    resolved = getattr(term, "_clip", None)
+    if resolved is not None:
+        c = to_numpy(resolved)
+        c = c[0] if c.ndim == 3 else c
+        return c[:, 0].copy(), c[:, 1].copy()
+    spec = getattr(getattr(term, "cfg", None), "clip", None)
+    for pattern, (low, high) in (spec or {}).items():  # {regex: (min, max)}, as Isaac Lab resolves it
+        for i, name in enumerate(names):
+            if re.fullmatch(pattern, name):
+                lo[i], hi[i] = float(low), float(high)
+    return lo, hi
 
 
 def command_targets(command: Any, measured_pos_rad: np.ndarray) -> np.ndarray:
@@ -198,6 +247,8 @@ class EnvStepper:
         self.lockstep_timeout_s = lockstep_timeout_s
         self.waits = 0
         self.timeouts = 0
+        self.clipped_steps = 0  # control steps whose targets the env's action clip changed
+        self._last_clip_log = -np.inf
 
     def actions_for(self, frame: Any) -> np.ndarray:
         """Env actions for the step after ``frame`` was published (robot order in, action order out)."""
@@ -213,16 +264,29 @@ class EnvStepper:
             else:
                 self.timeouts += 1
         targets = command_targets(server.last_command, frame.state.joint_pos_rad)
-        return self.units.to_actions(targets, self.profile)
+        actions, clipped = self.units.clip(self.units.to_actions(targets, self.profile))
+        if clipped:
+            self.clipped_steps += 1
+            now = time.monotonic()
+            if now - self._last_clip_log >= 1.0:  # rate-limited: at most one line a second
+                self._last_clip_log = now
+                log.warning(
+                    "the env clips the action of %s: targets further than %s rad from the default pose are not reached "
+                    "(%d control steps clipped so far)", ", ".join(clipped),
+                    "/".join(f"{v:.2f}" for v in sorted(set(np.round(self.units.clip_hi * np.abs(self.units.scale), 2)))),
+                    self.clipped_steps,
+                )
+        return actions
 
 
 def serve_env(env: Any, server: Any, units: ActionUnits, profile, *, is_running: Callable[[], bool],
               to_env_action: Callable[[np.ndarray], Any] = lambda a: a[None], max_steps: int = 0,
-              lockstep_timeout_s: float = 0.5, on_reset: Optional[Callable[[], None]] = None) -> int:
+              lockstep_timeout_s: float = 0.5, on_reset: Optional[Callable[[], None]] = None,
+              stepper: Optional[EnvStepper] = None) -> int:
     """Reset, then publish -> wait for command -> env.step until ``is_running()`` is false; returns steps run."""
     env.reset()
     frame = server.tick()
-    stepper = EnvStepper(server, units, profile, lockstep_timeout_s)
+    stepper = stepper or EnvStepper(server, units, profile, lockstep_timeout_s)
     steps = 0
     while is_running() and (not max_steps or steps < max_steps):
         result = env.step(to_env_action(stepper.actions_for(frame)))
@@ -250,8 +314,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not isaaclab_available():
         print(INSTALL_HINT, file=sys.stderr)
         return 1
+    import isaaclab
+
+    problem = isaac_lab_version_problem(str(getattr(isaaclab, "__version__", "")), importlib.util.find_spec("isaaclab_physx") is not None)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     from isaaclab.app import AppLauncher
 
+    if argv is not None:  # AppLauncher.add_app_launcher_args parses sys.argv itself: make it see these arguments
+        sys.argv = [sys.argv[0]] + list(argv)
     parser = build_parser(AppLauncher.add_app_launcher_args)
     args, rest = parser.parse_known_args(argv)
     errors = validate_args(args)
@@ -327,13 +399,15 @@ def run(args: argparse.Namespace, simulation_app: Any) -> int:
         print(f"krabby: serving {args.task} on {args.observation_bind} / {args.command_bind}"
               + (f" with {args.checkpoint}" if args.checkpoint else " (no policy: waiting for an external client)"))
         t0 = time.perf_counter()
+        stepper = EnvStepper(server, units, profile, args.lockstep_timeout_s)
         with torch.inference_mode():
             steps = serve_env(
                 env, server, units, profile, is_running=simulation_app.is_running, max_steps=args.max_steps,
                 to_env_action=lambda a: torch.as_tensor(a, dtype=torch.float32, device=unwrapped.device)[None],
-                lockstep_timeout_s=args.lockstep_timeout_s, on_reset=backend.on_reset,
+                on_reset=backend.on_reset, stepper=stepper,
             )
-        print(f"krabby: {steps} control steps in {time.perf_counter() - t0:.1f} s")
+        print(f"krabby: {steps} control steps in {time.perf_counter() - t0:.1f} s"
+              + (f", {stepper.clipped_steps} with targets clipped by the env's action clip" if stepper.clipped_steps else ""))
         return 0
     finally:
         if runner is not None:
