@@ -145,11 +145,42 @@ def test_kit_tests_are_not_collected_by_pytest():
     assert out.returncode == 5, out.stdout + out.stderr  # 5 = no tests collected
 
 
-def test_apps_kit_files_parse():
+def test_apps_kit_files_register_isaac_sims_folders():
+    """${app} is the folder of the app file being run (<repo>/apps): Isaac Sim's folders must come from the Kit executable."""
     apps = sorted((REPO / "apps").glob("*.kit"))
     assert apps
     for app in apps:
         with open(app, "rb") as f:
             data = tomllib.load(f)
-        assert "krabby.hal" in data["dependencies"]
-        assert "${app}/../exts" in data["settings"]["app"]["exts"]["folders"]["++"]
+        assert "krabby.hal" in data["dependencies"] and "isaacsim.exp.base" in data["dependencies"]
+        folders = data["settings"]["app"]["exts"]["folders"]["++"]
+        assert "${app}/../exts" in folders
+        for layout in ("${exe-path}/..", "${exe-path}/../isaacsim"):  # binary / container, pip install
+            for sub in ("apps", "exts", "extscache", "extsDeprecated"):
+                assert f"{layout}/{sub}" in folders, (app.name, layout, sub)
+
+
+def test_kit_test_script_runs_inside_isaac_sims_folders(tmp_path):
+    """apps/kit-tests.sh runs omni.kit.test the way Isaac Sim runs its own extension tests."""
+    root = tmp_path / "isaac-sim"
+    (root / "kit").mkdir(parents=True)
+    kit = root / "kit" / "kit"
+    kit.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')  # a stand-in that prints its arguments
+    kit.chmod(0o755)
+    out = subprocess.run(["bash", str(REPO / "apps" / "kit-tests.sh"), str(root), "krabby.parkour"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    args = out.stdout.splitlines()
+    folders = [args[i + 1] for i, a in enumerate(args) if a == "--ext-folder"]
+    assert folders == [str(root / sub) for sub in ("exts", "extscache", "extsDeprecated", "apps")] + [str(REPO / "exts")]
+    assert args[:3] == ["--empty", "--enable", "omni.kit.test"]
+    assert "--/exts/omni.kit.test/testExts/0='krabby.parkour'" in args and "--/exts/omni.kit.test/runTestsAndQuit=true" in args
+    for doc in (EXTS["krabby.hal"] / "docs" / "isaac.md", EXTS["krabby.hal"] / "krabby/hal/kit/tests/__init__.py"):
+        text = doc.read_text()
+        assert "kit-tests.sh" in text and "--empty --enable omni.kit.test --ext-folder <repo>" not in text, doc
+
+
+def test_hal_manifest_installs_pyzmq_through_kits_pip_api():
+    pipapi = _manifest("krabby.hal")["python"]["pipapi"]
+    assert any(req.startswith("pyzmq") for req in pipapi["requirements"])
+    assert pipapi["modules"] == ["zmq"] and pipapi["use_online_index"] is True

@@ -131,8 +131,8 @@ class KrabbyHalExtension(omni.ext.IExt):
             import zmq
         except ImportError:
             raise HalSetupError(
-                "pyzmq is missing from Isaac Sim's Python: run `<isaac-sim>/python.sh -m pip install pyzmq` "
-                "(pip install pyzmq in a pip-installed Isaac Sim's venv)"
+                "pyzmq is missing from Isaac Sim's Python (Kit installs it on enable only when online): run "
+                "`<isaac-sim>/python.sh -m pip install pyzmq` (pip install pyzmq in a pip-installed Isaac Sim's venv)"
             ) from None
         from ..server import HalServer, HalServerConfig
 

@@ -1,8 +1,8 @@
 """Kit tests of krabby.hal (omni.kit.test runs them inside Kit; pytest never collects them: see the file names).
 
-Run: ``<isaac-sim>/kit/kit --empty --enable omni.kit.test --ext-folder <repo>/exts
---/exts/omni.kit.test/testExts/0='krabby.hal' --/exts/omni.kit.test/runTestsAndQuit=true --no-window``
-(or the Extensions window's TESTS tab).
+Run inside Isaac Sim 5.1 with ``apps/kit-tests.sh <isaac-sim root> krabby.hal`` (an empty Kit plus
+Isaac Sim's extension folders, as Isaac Sim runs its own extension tests), or from the Extensions
+window's TESTS tab of a running Isaac Sim.
 """
 
 from .extension_tests import *  # noqa: F401,F403
