@@ -452,3 +452,18 @@ def test_an_unsupported_isaac_sim_is_refused_in_one_line(start):
     assert "Isaac Sim 5.0 / 5.1" in ext.panel.snapshot().warning
     ext.on_shutdown()
     assert kit.active_subscriptions == 0
+
+
+def test_a_stage_opened_while_playing_is_prepared_and_driven(start, tmp_path):
+    import asyncio
+    import sys
+
+    kit, ext = start()
+    kit.play()
+    kit.step(4)
+    assert ext.stepper.stats.initializations == 1
+    ok, _ = asyncio.run(sys.modules["omni.usd"].get_context().open_stage_async(str(tmp_path / "other.usda")))
+    assert ok and kit.world.playing
+    kit.step(4)
+    assert ext.stepper.ready and ext.stepper.stats.initializations == 2 and ext.stepper.stats.steps_before_play == 0
+    assert kit.world.physics_dt() == pytest.approx(1 / 200)

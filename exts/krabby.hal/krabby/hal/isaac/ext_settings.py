@@ -29,7 +29,7 @@ class HalExtSettings:
     set_physics_rate: bool = True  # set the PhysicsScene to the physics rate before Play (else only warn)
     lockstep_timeout_ms: float = 100.0  # > 0: lock-step, wait this long for each observation's command (sim-clock watchdog); 0: asynchronous
     arm_on_play: bool = True  # simulators arm themselves on Play; a robot never should
-    watchdog_s: float = 0.0  # 0 = SafetyConfig's default (no valid command this long => HOLD)
+    watchdog_s: float = 0.0  # 0 = SafetyConfig's default (no valid command this long => HOLD; sim time in lock-step)
     hold_s: float = 0.0  # 0 = SafetyConfig's default (HOLD this long => DAMP)
     height_scan: bool = True  # ray-cast the training height scan (teacher policies need it)
     depth: bool = False  # ray-cast the training depth camera (student policies need it; slow in Python)

@@ -219,7 +219,10 @@ class KrabbyHalExtension(omni.ext.IExt):
         if event.type in (int(t.CLOSING), int(t.OPENED)):
             self.stepper.on_stop()
         if event.type == int(t.OPENED):
-            self.prepare_stage()
+            if omni.timeline.get_timeline_interface().is_playing():
+                self._on_play()  # a stage opened while playing: this Play is prepared now
+            else:
+                self.prepare_stage()
 
     def prepare_stage(self) -> None:
         """Physics rate to the policy's (or warn), contact reporting on the feet. Safe to call repeatedly."""
