@@ -108,7 +108,7 @@ def test_manifest_parses_and_is_complete(name):
 
 def test_dependencies_match_what_the_code_uses():
     hal = _manifest("krabby.hal")["dependencies"]
-    for dep in ("omni.physx", "omni.usd", "omni.timeline", "isaacsim.core.api", "isaacsim.core.prims"):
+    for dep in ("omni.physx", "omni.usd", "omni.timeline", "isaacsim.core.api", "isaacsim.core.prims", "isaacsim.core.simulation_manager"):
         assert dep in hal
     parkour = _manifest("krabby.parkour")["dependencies"]
     assert "krabby.hal" in parkour and "omni.isaac.ml_archive" in parkour
