@@ -73,6 +73,10 @@ class TestKrabbyHalExtension(omni.kit.test.AsyncTestCase):
         add_reference_to_stage(root + GO2_ASSET, current().settings.robot_prim_path)
         ext = current()
         ext.prepare_stage()
+        from pxr import UsdGeom
+
+        robot = omni.usd.get_context().get_stage().GetPrimAtPath(ext.settings.robot_prim_path)
+        ops_before = list(UsdGeom.Xformable(robot).GetXformOpOrderAttr().Get() or [])
         timeline = omni.timeline.get_timeline_interface()
         for attempt in range(2):  # Play, Stop, Play: handles must be re-acquired
             timeline.play()
@@ -83,6 +87,9 @@ class TestKrabbyHalExtension(omni.kit.test.AsyncTestCase):
             self.assertEqual(ext.stepper.stats.initializations, attempt + 1)
             frame = ext.backend.read()
             self.assertTrue(np.all(np.isfinite(frame.state.joint_pos_rad)))
+            self.assertEqual(ext.stepper.stats.rate_warning, "")
             timeline.stop()
             await _updates(2)
             self.assertFalse(ext.stepper.ready)
+        # krabby never rewrites the robot's transform ops (views built with reset_xform_properties=False)
+        self.assertEqual(list(UsdGeom.Xformable(robot).GetXformOpOrderAttr().Get() or []), ops_before)
