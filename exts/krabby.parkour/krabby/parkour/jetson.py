@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim", action="store_true", help="use the simulated Go2 low-level node (MuJoCo over DDS on loopback)")
     ap.add_argument("--sim-physics", choices=("mujoco", "double"), default="mujoco")
     ap.add_argument("--sim-terrain", default="flat")
+    ap.add_argument("--release-sport-mode", action="store_true",
+                    help="release Unitree's sport-mode controller before writing rt/lowcmd (robot lying down); "
+                         "default: refuse to start while it is on")
     ap.add_argument("--live", action="store_true", help="allow the operator to enable torque (on the robot; --sim always allows it)")
     ap.add_argument("--arm-policy", action="store_true", help="--sim only: enable torque, stand up and arm the policy by script")
     ap.add_argument("--script", default=None, help='timed operator actions, e.g. "1:stand_up,4:arm_policy,10:estop"')
@@ -78,7 +81,8 @@ class Runner:
             sim=args.sim, live=args.live, camera=args.camera, script=args.script, arm_policy=args.arm_policy,
             domain_id=args.domain, sim_physics=args.sim_physics, sim_terrain=args.sim_terrain,
             keyboard=not args.no_keyboard, gamepad=not args.sim, insecure_tcp=args.insecure_tcp,
-            observation_bind=args.observation_bind, command_bind=args.command_bind, defer_inputs=True), context=self.context)
+            observation_bind=args.observation_bind, command_bind=args.command_bind, defer_inputs=True,
+            release_sport_mode=args.release_sport_mode), context=self.context)
         self.client: Any = None
         self.running = threading.Event()
         self.record_path: Optional[Path] = None

@@ -24,6 +24,12 @@ class DdsSection:
     foot_force_names: Optional[List[str]] = None
     foot_force_n_per_count: float = 1.0
     foot_force_offset_counts: float = 0.0
+    # Unitree's own locomotion service ("sport mode") must be off before rt/lowcmd is written:
+    # "check" refuses to start while it is on, "release" releases it (motion_switcher ReleaseMode; the CLI's
+    # --release-sport-mode), "skip" does not ask (simulators without the service, e.g. unitree_mujoco)
+    sport_mode: str = "check"
+    motion_switcher_timeout_s: float = 3.0
+    lowcmd_probe_s: float = 0.5  # listen this long on rt/lowcmd first; refuse if anyone else publishes (0 = off)
 
 
 @dataclass

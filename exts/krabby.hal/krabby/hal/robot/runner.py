@@ -63,6 +63,7 @@ class StackOptions:
     observation_bind: Optional[str] = None
     command_bind: Optional[str] = None
     defer_inputs: bool = False  # True: the caller starts operator inputs with start_inputs()
+    release_sport_mode: bool = False  # release Unitree's sport mode at start (else the deployment's [dds] sport_mode)
 
 
 class RobotHalServer(HalServer):
@@ -174,6 +175,11 @@ class RobotStack:
                 network_interface=d.dds.network_interface, write_rate_hz=d.dds.write_rate_hz,
                 motor_joint_names=d.dds.motor_joint_names, foot_force_names=d.dds.foot_force_names,
                 foot_force_n_per_count=d.dds.foot_force_n_per_count, foot_force_offset_counts=d.dds.foot_force_offset_counts)
+        try:
+            self._preflight(ll_cfg)
+        except BaseException:
+            self.stop()
+            raise
         self.camera = self._make_camera()
         lowlevel = Go2LowLevel(self.profile, ll_cfg)
         self.backend = Go2RobotBackend(self.profile, lowlevel, self.supervisor, self.operator, camera=self.camera,
@@ -208,6 +214,24 @@ class RobotStack:
         if not self.options.defer_inputs:
             self.start_inputs()
         return self
+
+    def _preflight(self, ll_cfg: Go2LowLevelConfig) -> None:
+        """Before the writer starts: Unitree's sport mode off (or released), nobody else on rt/lowcmd."""
+        from ..devices.go2_motion_switcher import SportModeError, preflight
+
+        d = self.deploy.dds
+        policy = "release" if self.options.release_sport_mode else d.sport_mode
+        try:
+            bus = dds.DdsBus(ll_cfg.domain_id, ll_cfg.config_xml())
+        except dds.DdsError as e:
+            raise RunnerError(str(e)) from None
+        try:
+            summary = preflight(bus, sport_mode=policy, probe_s=d.lowcmd_probe_s, timeout_s=d.motion_switcher_timeout_s)
+        except (SportModeError, ValueError) as e:
+            raise RunnerError(str(e)) from None
+        finally:
+            bus.close()
+        log.info("preflight: %s", summary)
 
     def _make_camera(self) -> Any:
         mode = self.options.camera

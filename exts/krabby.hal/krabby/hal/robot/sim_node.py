@@ -13,6 +13,10 @@ CI with nothing changed but the network config:
 - starts lying on the ground, motors off, like a real Go2 before stand-up;
 - optionally publishes what only a simulator knows (the training height scan and goal headings) on a
   ZeroMQ PUB ``extras_bind``, so teacher policies can be rehearsed (``SimExtrasClient``);
+- hosts the robot's motion_switcher service (``sport_mode``: the mode that is active at boot, ""
+  = released; while a mode is active the node ignores rt/lowcmd, as the robot's own controller owns
+  the motors), so the runner's sport-mode checks are rehearsed too;
+- keeps a short log of what arrived on rt/lowcmd (``lowcmd_log``: time, max kp, max kd) for tests;
 - fault injection for tests and rehearsals (``press``, ``set_motor_temperature``, ``tilt``), also
   over stdin when run as a program: ``press SELECT 0.3``, ``temp 80``, ``temp FR_calf_joint 80``,
   ``tilt 1.2``, ``quit``.
@@ -33,6 +37,7 @@ import math
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional
 
@@ -61,6 +66,7 @@ class SimNodeConfig:
     motor_temperature_c: float = 35.0
     extras_bind: Optional[str] = None  # ZeroMQ PUB for the height scan / navigation (sim-only data)
     forward_speed_m_s: float = 0.5  # the sim's navigation command, for extras
+    sport_mode: str = ""  # Unitree sport mode active at start ("normal", ...); "" = released
 
 
 class SimGo2Node:
@@ -77,7 +83,10 @@ class SimGo2Node:
         self._tilt_request: Optional[float] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self.counters = {"lowcmd": 0, "lowcmd_crc_errors": 0, "lowstate": 0, "steps": 0, "late_steps": 0}
+        self.counters = {"lowcmd": 0, "lowcmd_crc_errors": 0, "lowstate": 0, "steps": 0, "late_steps": 0,
+                         "lowcmd_ignored_sport_mode": 0}
+        self.lowcmd_log: deque = deque(maxlen=20000)  # (monotonic s, max kp, max kd) per received LowCmd_
+        self.motion_switcher: Any = None
         self.physics: Any = None
         self.bus: Optional[dds.DdsBus] = None
         self._extras_pub = None
@@ -128,6 +137,9 @@ class SimGo2Node:
         self.bus = dds.DdsBus(cfg.domain_id, cfg.dds_config_xml or dds.loopback_config_xml())
         self._writer = self.bus.writer(dds.LOWSTATE_TOPIC, "LowState_")
         self._reader = self.bus.reader(dds.LOWCMD_TOPIC, "LowCmd_", self._on_lowcmd)
+        from ..devices.go2_motion_switcher import SimMotionSwitcher
+
+        self.motion_switcher = SimMotionSwitcher(self.bus, mode_name=cfg.sport_mode)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="krabby-sim-go2", daemon=True)
         self._thread.start()
@@ -181,6 +193,10 @@ class SimGo2Node:
             cmd = LowCmd.decode(buf)
         except CodecError:
             self.counters["lowcmd_crc_errors"] += 1
+            return
+        self.lowcmd_log.append((time.monotonic(), max(m.kp for m in cmd.motor_cmd), max(m.kd for m in cmd.motor_cmd)))
+        if self.motion_switcher is not None and self.motion_switcher.mode.active:
+            self.counters["lowcmd_ignored_sport_mode"] += 1  # the robot's own controller owns the motors
             return
         with self._lock:
             self._cmd = cmd
@@ -380,12 +396,14 @@ def main(argv: Optional[list] = None) -> None:
     ap.add_argument("--extras", default=None, help="ZeroMQ PUB endpoint for the sim-only height scan / navigation")
     ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     ap.add_argument("--no-stdin", action="store_true", help="ignore stdin (no fault-injection commands)")
+    ap.add_argument("--sport-mode", default="", help='Unitree sport mode active at start (e.g. "normal"); default released')
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
         node = SimGo2Node(load_robot_profile(a.robot), SimNodeConfig(domain_id=a.domain, physics=a.physics, terrain=a.terrain,
-                                                                     seed=a.seed, extras_bind=a.extras))
+                                                                     seed=a.seed, extras_bind=a.extras,
+                                                                     sport_mode=a.sport_mode))
         node.start()
     except dds.DdsError as e:
         sys.exit(f"krabby-go2-sim-node: {e}")
