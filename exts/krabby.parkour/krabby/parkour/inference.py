@@ -21,7 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import zmq
@@ -146,6 +146,7 @@ class ParkourInferenceClient:
         self._yaw_raw: Any = None
         self._episode: int | None = None
         self._use_estimator: bool | None = model_weights.use_estimator
+        self.on_step_result: Callable[[Exception | None], None] | None = None  # called after every control step
 
     # ------------------------------------------------------------------------------ lifecycle
     def initialize(self) -> None:
@@ -230,12 +231,16 @@ class ParkourInferenceClient:
             if last_start is not None:
                 self.loop_period_ms.add((start - last_start) * 1e3)
             last_start = start
+            error: Exception | None = None
             try:
                 self.step(sample)
             except Exception as e:  # a bad sample must not end the loop; the server's watchdog covers us
+                error = e
                 self.counters.errors += 1
                 if self.counters.errors <= 5 or self.counters.errors % 100 == 0:
                     log.error("control step failed (%d so far): %s", self.counters.errors, e)
+            if self.on_step_result is not None:  # e.g. the robot supervisor: failures in a row leave POLICY
+                self.on_step_result(error)
 
     def step(self, sample: Any) -> Any:
         """One control step from one STATE sample; returns the ACK (or None when nothing was sent)."""

@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def policy_input_problem(kind: str, action_dim: int, num_joints: int, provides: dict) -> str:
+    """Why this policy cannot run on this stack ('' when it can): every input it needs must have a source."""
+    if action_dim != num_joints:
+        return f"the policy drives {action_dim} joints, the robot has {num_joints}"
+    if kind == "teacher" and not provides.get("height_scan"):
+        return ("it is a teacher policy: it needs a height scan, which only the simulator provides (--sim); "
+                "on the robot run a student checkpoint (depth camera)")
+    if kind == "student" and not provides.get("depth"):
+        return "it is a student policy: it needs the depth camera, and this run has none (--camera none or [zed] enabled = false)"
+    return ""
+
+
 def _client_endpoint(bind: str) -> str:
     return bind.replace("tcp://*:", "tcp://127.0.0.1:").replace("tcp://0.0.0.0:", "tcp://127.0.0.1:")
 
@@ -88,17 +100,28 @@ class Runner:
         self.record_path: Optional[Path] = None
 
     def start(self) -> "Runner":
+        policy = self._load_policy() if self.args.checkpoint else None  # refused before anything reaches the robot
         self.stack.start()
-        if self.args.checkpoint:
+        if policy is not None:
             try:
-                self._start_client()
+                self._start_client(policy)
             except BaseException:
                 self.stack.stop()
                 raise
         self.stack.start_inputs()  # operator actions (and --arm-policy's script) only once the policy is ready
         return self
 
-    def _start_client(self) -> None:
+    def _load_policy(self) -> Any:
+        from . import load_policy
+
+        a, st = self.args, self.stack
+        policy = load_policy(a.checkpoint, device=a.device, backend=a.backend)
+        why = policy_input_problem(policy.kind, policy.action_dim, st.profile.num_joints, st.provides())
+        if why:
+            raise ValueError(f"{a.checkpoint} cannot run here: {why}")
+        return policy
+
+    def _start_client(self, policy: Any) -> None:
         from .inference import InferenceOptions, ModelWeights, ParkourInferenceClient
 
         a, srv = self.args, self.stack.server
@@ -117,7 +140,8 @@ class Runner:
                 observation_endpoint=_client_endpoint(srv.config.observation_bind),
                 command_endpoint=_client_endpoint(srv.config.command_bind), client_name="jetson-runner"),
             model_weights=ModelWeights(a.checkpoint, action_dim=a.action_dim, obs_dim=a.obs_dim, backend=a.backend),
-            control_rate=a.control_rate, device=a.device, transport_context=self.context, options=options)
+            control_rate=a.control_rate, device=a.device, transport_context=self.context, options=options, policy=policy)
+        self.client.on_step_result = self.stack.supervisor.policy_step_result
         self.client.initialize()
         self.running.set()
         self.client.start_thread(self.running)

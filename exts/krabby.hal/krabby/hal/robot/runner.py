@@ -233,14 +233,21 @@ class RobotStack:
             bus.close()
         log.info("preflight: %s", summary)
 
-    def _make_camera(self) -> Any:
+    def _camera_mode(self) -> str:
         mode = self.options.camera
         if mode == "auto":
             mode = "none" if self.options.sim or not self.deploy.zed.enabled else "zed"
-        if mode == "none":
-            return None
-        if mode != "zed":
+        if mode not in ("zed", "none"):
             raise RunnerError(f"--camera {mode!r}: use auto, zed or none")
+        return mode
+
+    def provides(self) -> Dict[str, bool]:
+        """Which policy inputs this stack will publish, known before ``start()``: a depth camera, a height scan."""
+        return {"depth": self._camera_mode() == "zed", "height_scan": bool(self.options.sim)}
+
+    def _make_camera(self) -> Any:
+        if self._camera_mode() == "none":
+            return None
         from ..devices.zed_mini import ZedMini, ZedMiniConfig
 
         return ZedMini(self.profile.camera, ZedMiniConfig.from_section(self.deploy.zed))

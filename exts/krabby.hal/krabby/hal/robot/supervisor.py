@@ -19,6 +19,8 @@ States (``Mode``)::
 - POLICY: the HAL's latest ActuatorCommand (the policy's joint targets, already validated and
   clamped to joint limits by the HAL). If the HAL stops calling ``set_policy_command`` for
   ``policy_watchdog_s``, or the HAL itself went to damping (its own watchdog), -> DAMPING.
+- POLICY -> STANDING_UP (back to the default pose) after ``max_policy_step_errors`` consecutive failed
+  policy steps (``policy_step_result``): a policy that cannot compute must not leave the robot "armed".
 - Every state with torque drops to DAMPING on: |roll| or |pitch| above ``max_tilt_rad`` (fall),
   a motor at or above ``motor_temp_limit_c``, or no LowState for ``state_timeout_s``.
 - Clamps on every output: targets inside the profile's joint limits (less ``joint_limit_margin_rad``),
@@ -80,6 +82,7 @@ class SupervisorConfig:
     motor_temp_limit_c: float = 75.0  # any motor at or above => DAMPING
     joint_limit_margin_rad: float = 0.0
     torque_limit_scale: float = 1.0  # fraction of profile.hardware_torque_limit_nm allowed
+    max_policy_step_errors: int = 5  # POLICY: this many failed policy steps in a row => back to standing
 
 
 @dataclass
@@ -146,7 +149,10 @@ class RobotSupervisor:
         self._estop_reason = ""
         self.events: deque = deque(maxlen=500)
         self.counters = {"torque_clamped": 0, "limit_clamped": 0, "falls": 0, "over_temperature": 0,
-                         "state_timeouts": 0, "policy_watchdog": 0, "hal_damped": 0, "estops": 0, "policy_arms": 0}
+                         "state_timeouts": 0, "policy_watchdog": 0, "hal_damped": 0, "estops": 0, "policy_arms": 0,
+                         "policy_step_errors": 0, "policy_error_stops": 0}
+        self._step_errors_in_row = 0
+        self.last_policy_error = ""
         self.last_output: Optional[MotorCommand] = None
         self.on_policy_armed: Optional[Callable[[], None]] = None
         self.on_policy_disarmed: Optional[Callable[[], None]] = None
@@ -305,6 +311,24 @@ class RobotSupervisor:
             self._policy_cmd = cmd
             self._policy_cmd_ns = now
 
+    def policy_step_result(self, error: Optional[BaseException]) -> None:
+        """The policy client's verdict on one control step (None = computed); failures in a row leave POLICY."""
+        now = self._now()
+        hooks: list = []
+        with self._lock:
+            if error is None:
+                self._step_errors_in_row = 0
+                return
+            self._step_errors_in_row += 1
+            self.counters["policy_step_errors"] += 1
+            self.last_policy_error = f"{type(error).__name__}: {error}"[:200]
+            n = self._step_errors_in_row
+            if self._mode == Mode.POLICY and n >= self.config.max_policy_step_errors:
+                self.counters["policy_error_stops"] += 1
+                self._start_ramp(now)
+                hooks = self._set(Mode.STANDING_UP, now, f"({n} policy steps failed in a row: {self.last_policy_error})")
+        self._run(hooks)
+
     # ---------------------------------------------------------------------------- the rules
     def _start_ramp(self, now: int) -> None:
         fb = self._feedback
@@ -427,6 +451,7 @@ class RobotSupervisor:
                 "max_motor_temp_c": float(np.max(fb.motor_temp_c)) if fb is not None and fb.motor_temp_c.size else None,
                 "counters": dict(self.counters),
                 "policy_episode": self.counters["policy_arms"],
+                "last_policy_error": self.last_policy_error,
                 "last_event": (self.events[-1].kind + " " + self.events[-1].detail) if self.events else "",
             }
 
