@@ -162,6 +162,7 @@ class Runner:
         return s, joints, list(st.messages)
 
     def stop(self) -> None:
+        self.stack.request_stop("(runner stopping)")  # damp first: the policy client may take a while to stop
         self.running.clear()
         if self.client is not None:
             self.client.stop()
@@ -181,11 +182,21 @@ class _ExpectedRefusals(logging.Filter):
 
 def run(args: argparse.Namespace) -> int:
     from krabby.hal.robot.dashboard import Dashboard, status_line
+    from krabby.hal.robot.shutdown import ShutdownHooks
 
-    runner = Runner(args).start()
+    runner = Runner(args)
+    # SIGTERM/SIGINT/SIGHUP and uncaught thread exceptions: damp now, then the damped stop below
+    hooks = ShutdownHooks(runner.stack.request_stop).install()
+    try:
+        runner.start()
+    except BaseException:
+        hooks.uninstall()
+        raise
     stop = threading.Event()
     if args.duration is not None:
-        threading.Timer(args.duration, stop.set).start()
+        timer = threading.Timer(args.duration, stop.set)
+        timer.daemon = True
+        timer.start()
     quit_watch = threading.Thread(target=lambda: (runner.stack.quit.wait(), stop.set()), daemon=True)
     quit_watch.start()
     try:
@@ -202,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         runner.stop()
+        hooks.uninstall()
         if runner.record_path is not None:
             print(f"run recorded to {runner.record_path}")
     return 0

@@ -294,11 +294,18 @@ class RobotStack:
             else:
                 nxt = time.monotonic_ns()
 
+    def request_stop(self, reason: str) -> None:
+        """Damp now and ask the runner to stop (signals, uncaught thread exceptions: robot/shutdown.py)."""
+        if self.supervisor.mode != Mode.ESTOP:
+            self.supervisor.damp(reason)
+        self.quit.set()
+
     def stop(self) -> None:
-        """Damp, then shut everything down (safe to call twice)."""
-        if self.supervisor.mode in (Mode.STANDING_UP, Mode.STANDING, Mode.POLICY):
-            self.supervisor.damp("(runner stopping)")
-            time.sleep(0.1)  # a few damping LowCmd_ before the writer stops
+        """Damp, keep sending damping frames for ``shutdown_damp_s``, then shut everything down (safe to call twice)."""
+        if self.backend is not None:
+            if self.supervisor.mode != Mode.ESTOP:
+                self.supervisor.damp("(runner stopping)")
+            time.sleep(self.supervisor.config.shutdown_damp_s)  # the 500 Hz writer sends damping LowCmd_ meanwhile
         for i in self._inputs:
             i.stop()
         self._inputs = []

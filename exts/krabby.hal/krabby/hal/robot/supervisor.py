@@ -83,6 +83,7 @@ class SupervisorConfig:
     joint_limit_margin_rad: float = 0.0
     torque_limit_scale: float = 1.0  # fraction of profile.hardware_torque_limit_nm allowed
     max_policy_step_errors: int = 5  # POLICY: this many failed policy steps in a row => back to standing
+    shutdown_damp_s: float = 0.5  # on any stop (q, signals, uncaught exceptions): damping frames this long before exit
 
 
 @dataclass
