@@ -52,6 +52,7 @@ class ModelWeights:
 @dataclass
 class InferenceOptions:
     max_obs_age_s: float = 0.05  # never act on a state older than this (2.5 control periods at 50 Hz)
+    max_depth_age_s: float | None = None  # student: a depth frame older than this (capture time) fails the step
     lockstep: bool = False  # the server waits for each command (a --fast simulator): rate checks off
     default_forward_speed_m_s: float = 0.5  # used when the HAL publishes no navigation command
     record_path: str | None = None  # MCAP run log (krabby.parkour.record)
@@ -254,6 +255,11 @@ class ParkourInferenceClient:
         t0 = time.perf_counter()
         state = sample.value
         nav_s, scan_s, depth_s = hal.latest(Kind.NAVIGATION), hal.latest(Kind.HEIGHT_SCAN), hal.latest(Kind.DEPTH)
+        limit = self.options.max_depth_age_s
+        if policy.kind == "student" and limit is not None and depth_s is not None:
+            depth_age_s = (clock.now_ns() - depth_s.value.stamp_ns) * 1e-9  # a stalled camera: the HAL stops sending
+            if depth_age_s > limit:
+                raise RuntimeError(f"depth frame is {depth_age_s * 1e3:.0f} ms old (limit {limit * 1e3:.0f} ms): not used")
         nav = nav_s.value if nav_s is not None else NavigationCommand(sample.stamp_ns, self.options.default_forward_speed_m_s, 0.0, 0.0)
         obs = builder.build(state, nav, last_action_policy=mapper.last_raw_action,
                             height_scan=scan_s.value if scan_s is not None else None,

@@ -126,7 +126,7 @@ class Runner:
 
         a, srv = self.args, self.stack.server
         assert srv is not None
-        options = InferenceOptions()
+        options = InferenceOptions(max_depth_age_s=self.stack.deploy.zed.max_frame_age_s + 0.1)  # + a HAL tick or two
         if a.record:
             try:
                 import mcap  # noqa: F401

@@ -49,6 +49,7 @@ class ZedSection:
     mount_yaw_deg: float = 0.0
     output_rate_hz: float = 50.0  # reprojections to the training camera per second (latest frame)
     source_stride: int = 2  # use every n-th ZED pixel (VGA/2 still gives ~10 points per training pixel)
+    max_frame_age_s: float = 0.2  # older depth is stale: not used by the policy; in POLICY the robot stands back up
 
 
 @dataclass

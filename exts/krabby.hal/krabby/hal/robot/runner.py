@@ -181,6 +181,8 @@ class RobotStack:
             self.stop()
             raise
         self.camera = self._make_camera()
+        if self.camera is not None:  # the robot stands back up when depth goes stale in POLICY
+            self.supervisor.config.depth_max_age_s = self.camera.config.max_frame_age_s
         lowlevel = Go2LowLevel(self.profile, ll_cfg)
         self.backend = Go2RobotBackend(self.profile, lowlevel, self.supervisor, self.operator, camera=self.camera,
                                        extras=extras, terrain_is_flat=d.operator.terrain_is_flat)

@@ -83,6 +83,7 @@ class SupervisorConfig:
     joint_limit_margin_rad: float = 0.0
     torque_limit_scale: float = 1.0  # fraction of profile.hardware_torque_limit_nm allowed
     max_policy_step_errors: int = 5  # POLICY: this many failed policy steps in a row => back to standing
+    depth_max_age_s: float = 0.0  # > 0 (a depth camera runs): POLICY with older depth => back to standing
     shutdown_damp_s: float = 0.5  # on any stop (q, signals, uncaught exceptions): damping frames this long before exit
 
 
@@ -151,9 +152,11 @@ class RobotSupervisor:
         self.events: deque = deque(maxlen=500)
         self.counters = {"torque_clamped": 0, "limit_clamped": 0, "falls": 0, "over_temperature": 0,
                          "state_timeouts": 0, "policy_watchdog": 0, "hal_damped": 0, "estops": 0, "policy_arms": 0,
-                         "policy_step_errors": 0, "policy_error_stops": 0}
+                         "policy_step_errors": 0, "policy_error_stops": 0,
+                         "depth_stale_stops": 0}
         self._step_errors_in_row = 0
         self.last_policy_error = ""
+        self._depth_age_s: Optional[float] = None
         self.last_output: Optional[MotorCommand] = None
         self.on_policy_armed: Optional[Callable[[], None]] = None
         self.on_policy_disarmed: Optional[Callable[[], None]] = None
@@ -254,7 +257,7 @@ class RobotSupervisor:
         with self._lock:
             if self._mode != Mode.STANDING:
                 return False, f"arm the policy only from STANDING (now {self._mode.name})"
-            why = self._unsafe_to_move(now)
+            why = self._unsafe_to_move(now) or self._depth_stale()
             if why:
                 return False, f"cannot arm: {why}"
             hooks = self._set(Mode.POLICY, now, "(operator)")
@@ -304,6 +307,20 @@ class RobotSupervisor:
     def on_feedback(self, fb: Feedback) -> None:
         with self._lock:
             self._feedback = fb
+
+    def on_depth_age(self, age_s: Optional[float]) -> None:
+        """Age of the newest depth frame (None: none yet), from the HAL tick; checked only when depth_max_age_s > 0."""
+        with self._lock:
+            self._depth_age_s = age_s
+
+    def _depth_stale(self) -> str:
+        """Why depth cannot be trusted now ('' when fine or not required). Lock held."""
+        limit, age = self.config.depth_max_age_s, self._depth_age_s
+        if limit <= 0:
+            return ""
+        if age is None:
+            return "no depth frame yet"
+        return f"depth frame {age * 1e3:.0f} ms old (limit {limit * 1e3:.0f} ms)" if age > limit else ""
 
     def set_policy_command(self, cmd: ActuatorCommand) -> None:
         """The HAL's per-tick output (``HalBackend.apply``); used only in POLICY."""
@@ -372,6 +389,11 @@ class RobotSupervisor:
         if mode == Mode.STANDING_UP and (now - self._ramp_start_ns) * 1e-9 >= cfg.stand_up_s:
             return self._set(Mode.STANDING, now, "(ramp done)")
         if mode == Mode.POLICY:
+            stale = self._depth_stale()
+            if stale:
+                self.counters["depth_stale_stops"] += 1
+                self._start_ramp(now)
+                return self._set(Mode.STANDING_UP, now, f"({stale}: back to standing)")
             if (now - self._policy_cmd_ns) * 1e-9 > cfg.policy_watchdog_s:
                 self.counters["policy_watchdog"] += 1
                 return self._set(Mode.DAMPING, now, f"(watchdog: no HAL command for {cfg.policy_watchdog_s:.3f} s)")
@@ -453,6 +475,7 @@ class RobotSupervisor:
                 "counters": dict(self.counters),
                 "policy_episode": self.counters["policy_arms"],
                 "last_policy_error": self.last_policy_error,
+                "depth_age_s": self._depth_age_s,
                 "last_event": (self.events[-1].kind + " " + self.events[-1].detail) if self.events else "",
             }
 
