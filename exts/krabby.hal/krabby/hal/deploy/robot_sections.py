@@ -30,6 +30,9 @@ class DdsSection:
     sport_mode: str = "check"
     motion_switcher_timeout_s: float = 3.0
     lowcmd_probe_s: float = 0.5  # listen this long on rt/lowcmd first; refuse if anyone else publishes (0 = off)
+    # "enforce": drop LowState_ with a wrong CRC (the robot fills it); "ignore": accept it unchecked, for Unitree's
+    # Python simulator (unitree_mujoco simulate_python), which publishes LowState_ with crc = 0. Never on the robot.
+    lowstate_crc: str = "enforce"
 
 
 @dataclass

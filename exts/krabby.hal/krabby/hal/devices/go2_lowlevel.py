@@ -45,6 +45,7 @@ class Go2LowLevelConfig:
     foot_force_names: Optional[Sequence[str]] = None  # LowState_.foot_force[i] is this foot; None = profile foot order
     foot_force_n_per_count: float = 1.0
     foot_force_offset_counts: float = 0.0
+    check_lowstate_crc: bool = True  # False only for simulators that leave the CRC empty (unitree_mujoco's Python one)
 
     def config_xml(self) -> str:
         if self.dds_config_xml:
@@ -169,7 +170,7 @@ class Go2LowLevel:
 
     def _on_lowstate(self, buf: bytes) -> None:
         try:
-            st = LowState.decode(buf)
+            st = LowState.decode(buf, check_crc=self.config.check_lowstate_crc)
         except CodecError as e:
             key = "crc_errors" if "CRC" in str(e) else "decode_errors"
             self.counters[key] += 1

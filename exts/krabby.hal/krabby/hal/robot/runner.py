@@ -174,7 +174,9 @@ class RobotStack:
                 domain_id=o.domain_id if o.domain_id is not None else d.dds.domain_id,
                 network_interface=d.dds.network_interface, write_rate_hz=d.dds.write_rate_hz,
                 motor_joint_names=d.dds.motor_joint_names, foot_force_names=d.dds.foot_force_names,
-                foot_force_n_per_count=d.dds.foot_force_n_per_count, foot_force_offset_counts=d.dds.foot_force_offset_counts)
+                foot_force_n_per_count=d.dds.foot_force_n_per_count, foot_force_offset_counts=d.dds.foot_force_offset_counts,
+                check_lowstate_crc=self._lowstate_crc_check())
+            self._warn_uncalibrated()
         try:
             self._preflight(ll_cfg)
         except BaseException:
@@ -216,6 +218,24 @@ class RobotStack:
         if not self.options.defer_inputs:
             self.start_inputs()
         return self
+
+    def _lowstate_crc_check(self) -> bool:
+        mode = self.deploy.dds.lowstate_crc
+        if mode not in ("enforce", "ignore"):
+            raise RunnerError(f'[dds] lowstate_crc = "{mode}": use "enforce" (the robot) or "ignore" (unitree_mujoco)')
+        if mode == "ignore":
+            log.warning('[dds] lowstate_crc = "ignore": LowState_ CRCs are not checked (for simulators only, never the robot)')
+        return mode == "enforce"
+
+    def _warn_uncalibrated(self) -> None:
+        from .calibrate import feet_uncalibrated
+
+        d = self.deploy.dds
+        if feet_uncalibrated(d.foot_force_n_per_count, d.foot_force_offset_counts):
+            line = ("FOOT CONTACT UNCALIBRATED: [dds] foot_force_n_per_count = 1.0 and offset 0 are placeholders; every real "
+                    "foot reads 'in contact'. Run `krabby-calibrate feet --deploy <profile> --write` before a live run.")
+            log.warning("%s\n%s\n%s", "!" * 100, line, "!" * 100)
+            self.messages.append(line)
 
     def _preflight(self, ll_cfg: Go2LowLevelConfig) -> None:
         """Before the writer starts: Unitree's sport mode off (or released), nobody else on rt/lowcmd."""

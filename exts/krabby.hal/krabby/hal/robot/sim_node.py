@@ -63,6 +63,7 @@ class SimNodeConfig:
     realtime: bool = True
     start_lying: bool = True  # let the robot collapse with motors off before the node goes live
     foot_force_counts_per_n: float = 1.0
+    foot_force_offset_counts: float = 0.0  # what an unloaded foot reads (a real Go2's sensors have an offset)
     motor_temperature_c: float = 35.0
     extras_bind: Optional[str] = None  # ZeroMQ PUB for the height scan / navigation (sim-only data)
     forward_speed_m_s: float = 0.5  # the sim's navigation command, for extras
@@ -87,6 +88,7 @@ class SimGo2Node:
                          "lowcmd_ignored_sport_mode": 0}
         self.lowcmd_log: deque = deque(maxlen=20000)  # (monotonic s, max kp, max kd) per received LowCmd_
         self.motion_switcher: Any = None
+        self.hoisted = False  # True: the feet carry no load (foot-force calibration)
         self.physics: Any = None
         self.bus: Optional[dds.DdsBus] = None
         self._extras_pub = None
@@ -236,7 +238,9 @@ class SimGo2Node:
                    math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x)))),
                    math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))]
         imu.temperature = 40
-        counts = np.clip(np.round(np.asarray(s.foot_force_n) * self.config.foot_force_counts_per_n), -32768, 32767)
+        force_n = np.zeros(len(s.foot_force_n)) if self.hoisted else np.asarray(s.foot_force_n)
+        counts = np.clip(np.round(force_n * self.config.foot_force_counts_per_n + self.config.foot_force_offset_counts),
+                         -32768, 32767)
         st.foot_force = [int(c) for c in counts]
         st.foot_force_est = list(st.foot_force)
         st.tick = tick & 0xFFFFFFFF
