@@ -61,19 +61,11 @@ def test_calibrate_feet_against_the_simulated_node_and_write_the_profile(profile
 
 def test_uncalibrated_feet_warn_loudly_at_startup(profile, caplog):
     pytest.importorskip("cyclonedds")
-    from krabby.hal.deploy.profile import load_deployment
-    from krabby.hal.robot.deploy_config import DeployConfig
-    from krabby.hal.robot.runner import RobotStack, StackOptions
-    from krabby.hal.robot.sim_node import SimGo2Node, SimNodeConfig
+    from jetson_stack import stack_on_sim_node
 
-    dom = random.randint(20, 99)
-    node = SimGo2Node(profile, SimNodeConfig(domain_id=dom, physics="double")).start()
-    deploy = DeployConfig.from_deployment(load_deployment("go2_jetson"))
-    deploy.dds.network_interface = None
     with caplog.at_level(logging.WARNING, logger="krabby.hal.robot.runner"):
-        stack = RobotStack(deploy, StackOptions(camera="none", domain_id=dom, keyboard=False, gamepad=False)).start()
-        stack.stop()
-    node.stop()
+        with stack_on_sim_node(profile) as (stack, _):
+            pass
     assert "FOOT CONTACT UNCALIBRATED" in caplog.text and "krabby-calibrate feet" in caplog.text
     assert any("UNCALIBRATED" in m for m in stack.messages)  # also on the dashboard
 

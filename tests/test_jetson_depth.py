@@ -185,23 +185,16 @@ def test_stale_depth_blocks_arming_and_leaves_policy(profile):
 
 def test_the_robot_backend_stops_publishing_stale_depth(profile):
     pytest.importorskip("cyclonedds")
-    import random
+    from jetson_stack import loopback_deploy, stack_on_sim_node
 
-    from krabby.hal.deploy.profile import load_deployment
-    from krabby.hal.robot.deploy_config import DeployConfig
-    from krabby.hal.robot.runner import RobotStack, StackOptions
-    from krabby.hal.robot.sim_node import SimGo2Node, SimNodeConfig
-
-    dom = random.randint(20, 99)
-    node = SimGo2Node(profile, SimNodeConfig(domain_id=dom, physics="double")).start()
-    deploy = DeployConfig.from_deployment(load_deployment("go2_jetson"))
-    deploy.dds.network_interface = None
+    deploy = loopback_deploy()
     cfg = ZedMiniConfig.from_section(deploy.zed)
     src = FakeZedSource(cfg.rotation_base_from_camera(), BASE_HEIGHT_M + 0.08, fps=100.0)
-    stack = RobotStack(deploy, StackOptions(camera="zed", domain_id=dom, keyboard=False, gamepad=False))
-    stack._make_camera = lambda: ZedMini(profile.camera, cfg, source=src)  # the ZED SDK is the boundary
-    stack.start()
-    try:
+
+    def with_fake_zed(stack):  # the ZED SDK is the boundary
+        stack._make_camera = lambda: ZedMini(profile.camera, cfg, source=src)
+
+    with stack_on_sim_node(profile, deploy, before_start=with_fake_zed, camera="zed") as (stack, _):
         assert stack.supervisor.config.depth_max_age_s == pytest.approx(0.2)
         time.sleep(0.4)
         assert stack.backend.read().depth is not None
@@ -209,6 +202,3 @@ def test_the_robot_backend_stops_publishing_stale_depth(profile):
         time.sleep(0.5)
         assert stack.backend.read().depth is None  # the policy no longer gets the frozen frame
         assert stack.supervisor.snapshot()["depth_age_s"] > 0.2
-    finally:
-        stack.stop()
-        node.stop()

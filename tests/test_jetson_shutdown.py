@@ -68,31 +68,23 @@ def test_signals_damp_before_exit(profile, tmp_path, sig):
 
 
 def test_an_uncaught_thread_exception_damps_and_stops(profile):
-    from krabby.hal.deploy.profile import load_deployment
-    from krabby.hal.robot.deploy_config import DeployConfig
-    from krabby.hal.robot.runner import RobotStack, StackOptions
+    from jetson_stack import stack_on_sim_node
     from krabby.hal.robot.shutdown import ShutdownHooks
 
-    dom = random.randint(20, 99)
-    node = SimGo2Node(profile, SimNodeConfig(domain_id=dom, physics="double")).start()
-    deploy = DeployConfig.from_deployment(load_deployment("go2_jetson"))
-    deploy.dds.network_interface = None
-    stack = RobotStack(deploy, StackOptions(camera="none", domain_id=dom, keyboard=False, gamepad=False, live=True)).start()
-    hooks = ShutdownHooks(stack.request_stop).install()
-    try:
-        assert stack.supervisor.enable_torque()[0] and stack.supervisor.stand_up()[0]
-        assert stack.supervisor.mode == Mode.STANDING_UP
+    with stack_on_sim_node(profile, live=True) as (stack, _):
+        hooks = ShutdownHooks(stack.request_stop).install()
+        try:
+            assert stack.supervisor.enable_torque()[0] and stack.supervisor.stand_up()[0]
+            assert stack.supervisor.mode == Mode.STANDING_UP
 
-        def boom():
-            raise RuntimeError("camera thread died")
+            def boom():
+                raise RuntimeError("camera thread died")
 
-        t = threading.Thread(target=boom, name="krabby-test-thread")
-        t.start()
-        t.join()
-        assert stack.quit.wait(2.0)
-        assert stack.supervisor.mode == Mode.DAMPING
-        assert "RuntimeError in thread krabby-test-thread" in stack.supervisor.snapshot()["last_event"]
-    finally:
-        hooks.uninstall()
-        stack.stop()
-        node.stop()
+            t = threading.Thread(target=boom, name="krabby-test-thread")
+            t.start()
+            t.join()
+            assert stack.quit.wait(2.0)
+            assert stack.supervisor.mode == Mode.DAMPING
+            assert "RuntimeError in thread krabby-test-thread" in stack.supervisor.snapshot()["last_event"]
+        finally:
+            hooks.uninstall()

@@ -63,6 +63,8 @@ class OperatorSection:
     stick_deadband: float = 0.1
     gamepad_device: str = "/dev/input/js0"
     terrain_is_flat: bool = False
+    remote_timeout_s: float = 3.0  # a remote seen, then silent this long (Unitree's go2_sub.h: 3 s) => stand
+    remote_lost_lie_down_s: float = 5.0  # still silent this much longer while standing => lie down, then damp
 
 
 # The robot runner's own sections of a deployment profile; krabby.hal.deploy.profile checks and parses them

@@ -73,6 +73,7 @@ class Go2Feedback:
     wireless_remote: bytes
     power_v: float = 0.0
     power_a: float = 0.0
+    battery_soc_pct: float = 0.0  # BmsState_.soc
 
 
 class _Rate:
@@ -207,6 +208,7 @@ class Go2LowLevel:
             wireless_remote=bytes(st.wireless_remote),
             power_v=st.power_v,
             power_a=st.power_a,
+            battery_soc_pct=float(st.bms_state.soc),
         )
 
     # -------------------------------------------------------------------------------- commands

@@ -48,6 +48,7 @@ class Go2RobotBackend(HalBackend):
         self.provides_height_scan = extras is not None and getattr(extras, "provides_height_scan", False)
         self.provides_navigation = True
         self.last_feedback: Optional[Go2Feedback] = None
+        self.last_navigation: Optional[NavigationCommand] = None  # what the policy was last told (dashboard)
 
     def connect(self) -> None:
         self.lowlevel.listeners.append(self._on_feedback)
@@ -101,8 +102,10 @@ class Go2RobotBackend(HalBackend):
                 frame.height_scan = scan
             sim_nav = self.extras.latest_navigation()
             if sim_nav is not None and getattr(self.extras, "use_navigation", False):
-                nav = sim_nav
+                # the operator's speed and yaw keys drive the rehearsal too; the simulator knows the terrain
+                nav.terrain_is_flat = sim_nav.terrain_is_flat
         frame.navigation = nav
+        self.last_navigation = nav
         return frame
 
     def apply(self, command: ActuatorCommand) -> None:

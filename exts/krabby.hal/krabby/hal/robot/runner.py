@@ -141,7 +141,13 @@ class RobotStack:
         sup_cfg.allow_live = bool(o.live or o.sim)
         self.supervisor = RobotSupervisor(self.profile, sup_cfg)
         op = deploy.operator
-        self.operator = Operator(op.max_forward_m_s, op.max_yaw_rad, op.stick_deadband, op.default_forward_m_s)
+        # --sim: the rehearsal walks at the simulator's speed until the operator changes it (w/z, j/l)
+        default_fwd = op.default_forward_m_s
+        if o.sim:
+            from .sim_node import SimNodeConfig
+
+            default_fwd = SimNodeConfig().forward_speed_m_s
+        self.operator = Operator(op.max_forward_m_s, op.max_yaw_rad, op.stick_deadband, default_fwd)
         self.operator.handler = self.handle_action
         self.messages: List[str] = []
         self.quit = threading.Event()
@@ -303,6 +309,7 @@ class RobotStack:
                     del self._tick_times[:250]
                 if self.server.supervisor.state == SafetyState.ESTOP and self.supervisor.mode != Mode.ESTOP:
                     self.supervisor.estop("(e-stop from a HAL client)")
+                self._check_remote()
             except NoRobotStateError:
                 pass
             except Exception:
@@ -321,6 +328,16 @@ class RobotStack:
         if self.supervisor.mode != Mode.ESTOP:
             self.supervisor.damp(reason)
         self.quit.set()
+
+    def _check_remote(self) -> None:
+        """Remote lost (seen, then silent): leave POLICY to standing, then lie down and damp."""
+        lost, op, sup = self.operator.remote_lost_s(), self.deploy.operator, self.supervisor
+        if lost <= op.remote_timeout_s:
+            return
+        if sup.mode == Mode.POLICY:
+            self.handle_result("remote lost", *sup.disarm_policy(f"(remote silent for {lost:.1f} s: back to standing)"))
+        elif sup.mode in (Mode.STANDING, Mode.STANDING_UP) and lost > op.remote_timeout_s + op.remote_lost_lie_down_s:
+            self.handle_result("remote lost", *sup.lie_down(f"(remote silent for {lost:.1f} s: lying down)"))
 
     def stop(self) -> None:
         """Damp, keep sending damping frames for ``shutdown_damp_s``, then shut everything down (safe to call twice)."""
@@ -368,7 +385,10 @@ class RobotStack:
                 self.server.supervisor.clear_estop(now)
         else:
             ok, msg = getattr(sup, action)()
-        line = f"{time.strftime('%H:%M:%S')} {source}: {action} -> {msg}"
+        self.handle_result(f"{source}: {action}", ok, msg)
+
+    def handle_result(self, what: str, ok: bool, msg: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {what} -> {msg}"
         (log.info if ok else log.warning)(line)
         self.messages.append(line)
         del self.messages[:-20]
@@ -386,7 +406,16 @@ class RobotStack:
         if self.camera is not None:
             out["camera"] = self.camera.stats()
         vel = self.operator.velocity()
-        out["operator"] = {"forward_m_s": vel.forward_m_s, "yaw_rad": vel.yaw_rad}
+        out["operator"] = {"forward_m_s": vel.forward_m_s, "yaw_rad": vel.yaw_rad, "remote_lost_s": self.operator.remote_lost_s()}
+        be = self.backend
+        fb = be.lowlevel.latest() if be is not None else None
+        if fb is not None:
+            thr = self.profile.contact_threshold_n
+            out["battery"] = {"voltage_v": fb.power_v, "current_a": fb.power_a, "soc_pct": fb.battery_soc_pct}
+            out["contacts"] = {n.replace("_foot", ""): bool(f > thr) for n, f in zip(self.profile.foot_names, fb.foot_force_n)}
+        nav = be.last_navigation if be is not None else None
+        if nav is not None:  # what the policy is told, which in --sim is not necessarily the keys' value
+            out["navigation"] = {"forward_m_s": nav.forward_speed_m_s, "yaw_rad": nav.delta_yaw_rad}
         return out
 
 

@@ -19,7 +19,7 @@ CI with nothing changed but the network config:
 - keeps a short log of what arrived on rt/lowcmd (``lowcmd_log``: time, max kp, max kd) for tests;
 - fault injection for tests and rehearsals (``press``, ``set_motor_temperature``, ``tilt``), also
   over stdin when run as a program: ``press SELECT 0.3``, ``temp 80``, ``temp FR_calf_joint 80``,
-  ``tilt 1.2``, ``quit``.
+  ``tilt 1.2``, ``remote off`` / ``remote on`` (out of range: 40 zero bytes), ``quit``.
 
 The physics source is pluggable: ``physics="mujoco"`` wraps ``backends.mujoco_backend.MujocoBackend``
 (stepped one physics step per control step via a profile copy with decimation 1); ``"double"``
@@ -79,6 +79,7 @@ class SimGo2Node:
         self._lock = threading.Lock()
         self._cmd: Optional[LowCmd] = None
         self._remote = bytes(40)
+        self.remote_connected = True  # False: the remote is out of range (LowState_.wireless_remote all zero)
         self._remote_until = 0.0
         self._temps = np.full(p.num_joints, float(self.config.motor_temperature_c))
         self._tilt_request: Optional[float] = None
@@ -222,7 +223,9 @@ class SimGo2Node:
         s = frame.state
         with self._lock:
             temps = self._temps.copy()
-            remote = self._remote if time.monotonic() < self._remote_until else bytes(40)
+            remote = self._remote if time.monotonic() < self._remote_until else encode_wireless_remote()
+            if not self.remote_connected:
+                remote = bytes(40)
         for j, slot in enumerate(self._slot_of_joint):
             m = st.motor_state[int(slot)]
             m.mode = 0x01
@@ -377,6 +380,8 @@ def _stdin_commands(node: SimGo2Node, done: threading.Event) -> None:
                     node.set_motor_temperature(float(parts[1]))
                 else:
                     node.set_motor_temperature(float(parts[2]), parts[1])
+            elif parts[0] == "remote":  # remote off | remote on
+                node.remote_connected = parts[1] == "on"
             elif parts[0] == "tilt":
                 node.tilt(float(parts[1]))
             elif parts[0] == "stats":

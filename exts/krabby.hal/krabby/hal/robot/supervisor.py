@@ -37,97 +37,22 @@ called outside the lock.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
 from ..robot_profile import RobotProfile
 from ..types import ActuatorCommand, ActuatorMode
+from .supervisor_types import (
+    TORQUE_MODES, Feedback, Mode, MotorCommand, SupervisorConfig, SupervisorEvent, lie_down_pose, roll_pitch_from_quat_wxyz,
+    smoothstep,
+)
 
 log = logging.getLogger("krabby.hal.robot.supervisor")
-
-
-class Mode(enum.IntEnum):
-    DAMPING = 0
-    STANDING_UP = 1
-    STANDING = 2
-    POLICY = 3
-    ESTOP = 4
-
-
-TORQUE_MODES = (Mode.STANDING_UP, Mode.STANDING, Mode.POLICY)
-
-
-@dataclass
-class SupervisorConfig:
-    """Robot-side safety limits (times in seconds; the deployment TOML's [supervisor] section)."""
-
-    dry_run: bool = True  # send zero torque until the operator enables torque
-    allow_live: bool = False  # False: enable_torque is refused (the runner's --live flag sets this)
-    stand_up_s: float = 2.5
-    stand_kp_nm_per_rad: float = 40.0
-    stand_kd_nm_s_per_rad: float = 2.0
-    damping_kd_nm_s_per_rad: float = 2.0
-    policy_watchdog_s: float = 0.1  # POLICY: no HAL command for this long => DAMPING
-    arm_grace_s: float = 0.1  # POLICY: a non-POSITION HAL output this soon after arming is not yet a stop
-    state_timeout_s: float = 0.1  # any torque mode: no LowState for this long => DAMPING
-    max_tilt_rad: float = 1.0  # |roll| or |pitch| beyond this => DAMPING (training terminated at 1.5)
-    motor_temp_warn_c: float = 65.0
-    motor_temp_limit_c: float = 75.0  # any motor at or above => DAMPING
-    joint_limit_margin_rad: float = 0.0
-    torque_limit_scale: float = 1.0  # fraction of profile.hardware_torque_limit_nm allowed
-    max_policy_step_errors: int = 5  # POLICY: this many failed policy steps in a row => back to standing
-    depth_max_age_s: float = 0.0  # > 0 (a depth camera runs): POLICY with older depth => back to standing
-    shutdown_damp_s: float = 0.5  # on any stop (q, signals, uncaught exceptions): damping frames this long before exit
-
-
-@dataclass
-class Feedback:
-    """The measured robot state the supervisor needs, robot joint order."""
-
-    stamp_ns: int
-    joint_pos_rad: np.ndarray
-    joint_vel_rad_s: np.ndarray
-    base_quat_wxyz: np.ndarray
-    motor_temp_c: np.ndarray
-
-
-@dataclass
-class MotorCommand:
-    """What the writer sends this cycle (robot order). ``zero_torque``: kp = kd = tau = 0 on every motor."""
-
-    target_pos_rad: np.ndarray
-    kp_nm_per_rad: np.ndarray
-    kd_nm_s_per_rad: np.ndarray
-    zero_torque: bool
-    mode: Mode
-    would_send: Optional["MotorCommand"] = None  # in dry run: what would have been sent
-
-
-@dataclass
-class SupervisorEvent:
-    stamp_ns: int
-    kind: str
-    detail: str = ""
-
-
-def roll_pitch_from_quat_wxyz(q: np.ndarray) -> tuple:
-    """Isaac Lab XYZ Euler roll and pitch of a world-from-base quaternion (w, x, y, z)."""
-    w, x, y, z = (float(v) for v in q)
-    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    s = max(-1.0, min(1.0, 2.0 * (w * y - z * x)))
-    return roll, math.asin(s)
-
-
-def _smoothstep(a: float) -> float:
-    a = min(max(a, 0.0), 1.0)
-    return a * a * (3.0 - 2.0 * a)
 
 
 class RobotSupervisor:
@@ -169,6 +94,7 @@ class RobotSupervisor:
         self._stand_kd = np.full(p.num_joints, self.config.stand_kd_nm_s_per_rad)
         self._damp_kd = np.full(p.num_joints, self.config.damping_kd_nm_s_per_rad)
         self._zeros = np.zeros(p.num_joints)
+        self._lie_pose = lie_down_pose(list(p.joint_names))
 
     # ------------------------------------------------------------------------------ queries
     @property
@@ -264,15 +190,26 @@ class RobotSupervisor:
         self._run(hooks)
         return True, "policy armed"
 
-    def disarm_policy(self) -> tuple:
+    def disarm_policy(self, detail: str = "(operator disarm: back to standing)") -> tuple:
         now = self._now()
         with self._lock:
             if self._mode != Mode.POLICY:
                 return False, f"policy not armed (now {self._mode.name})"
             self._start_ramp(now)
-            hooks = self._set(Mode.STANDING_UP, now, "(operator disarm: back to standing)")
+            hooks = self._set(Mode.STANDING_UP, now, detail)
         self._run(hooks)
         return True, "policy disarmed, returning to the default pose"
+
+    def lie_down(self, detail: str = "(operator)") -> tuple:
+        """Stand -> sit (a smooth ramp to the lying pose) -> damp: a controlled way down before power-off."""
+        now = self._now()
+        with self._lock:
+            if self._mode not in (Mode.STANDING_UP, Mode.STANDING, Mode.POLICY):
+                return False, f"lie down only while standing or walking (now {self._mode.name})"
+            self._start_ramp(now)
+            hooks = self._set(Mode.LYING_DOWN, now, detail)
+        self._run(hooks)
+        return True, "lying down, then damping"
 
     def damp(self, detail: str = "(operator)") -> tuple:
         now = self._now()
@@ -388,6 +325,8 @@ class RobotSupervisor:
             return self._set(Mode.DAMPING, now, f"({self.profile.joint_names[j]} at {fb.motor_temp_c[j]:.0f} C)")
         if mode == Mode.STANDING_UP and (now - self._ramp_start_ns) * 1e-9 >= cfg.stand_up_s:
             return self._set(Mode.STANDING, now, "(ramp done)")
+        if mode == Mode.LYING_DOWN and (now - self._ramp_start_ns) * 1e-9 >= cfg.lie_down_s:
+            return self._set(Mode.DAMPING, now, "(lying down)")
         if mode == Mode.POLICY:
             stale = self._depth_stale()
             if stale:
@@ -409,8 +348,11 @@ class RobotSupervisor:
         """(targets, kp, kd) of the current mode before clamps (lock held)."""
         p, mode = self.profile, self._mode
         if mode == Mode.STANDING_UP and self._ramp_from is not None:
-            a = _smoothstep((now - self._ramp_start_ns) * 1e-9 / max(self.config.stand_up_s, 1e-6))
+            a = smoothstep((now - self._ramp_start_ns) * 1e-9 / max(self.config.stand_up_s, 1e-6))
             return self._ramp_from + a * (p.default_pos_rad - self._ramp_from), self._stand_kp, self._stand_kd
+        if mode == Mode.LYING_DOWN and self._ramp_from is not None:
+            a = smoothstep((now - self._ramp_start_ns) * 1e-9 / max(self.config.lie_down_s, 1e-6))
+            return self._ramp_from + a * (self._lie_pose - self._ramp_from), self._stand_kp, self._stand_kd
         if mode in (Mode.STANDING, Mode.STANDING_UP):
             return p.default_pos_rad.copy(), self._stand_kp, self._stand_kd
         if mode == Mode.POLICY:
