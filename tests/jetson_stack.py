@@ -14,6 +14,7 @@ def loopback_deploy(**sections: dict) -> Any:
 
     deploy = DeployConfig.from_deployment(load_deployment("go2_jetson"))
     deploy.dds.network_interface = None
+    deploy.dds.writer_lock_memory = False  # mlockall would lock the whole test process's memory
     for name, values in sections.items():
         for k, v in values.items():
             setattr(getattr(deploy, name), k, v)

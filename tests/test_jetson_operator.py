@@ -38,12 +38,14 @@ def test_render_shows_battery_contacts_command_and_errors(profile):
 
     s = {"hal_state": "ACTIVE", "policy": {"errors": 7},
          "robot": {"supervisor": {"mode": "POLICY", "counters": {"policy_step_errors": 7}, "last_policy_error": "boom"},
+                   "lowlevel": {"late_ms_p50": 0.04, "late_ms_p99": 0.11, "late_ms_max": 0.5, "late_over_1ms_pct": 0.0,
+                                "rt_status": "SCHED_FIFO 80"},
                    "battery": {"voltage_v": 28.8, "soc_pct": 76}, "contacts": {"FR": True, "FL": False, "RR": True, "RL": True},
                    "navigation": {"forward_m_s": 0.6, "yaw_rad": -0.1}, "operator": {"remote_lost_s": 4.0}}}
     con = Console(record=True, width=160)
     con.print(render(s, profile.joint_names, log_lines=["12:00:00 W x: ZED Mini: no frame"]))
     text = con.export_text()
-    for want in ("28.8 V 76 %", "FR* FL. RR* RL*", "policy told fwd +0.60", "policy errors 7", "boom", "REMOTE SILENT 4 s",
+    for want in ("0.04/0.11/0.5 ms", "SCHED_FIFO 80", "28.8 V 76 %", "FR* FL. RR* RL*", "policy told fwd +0.60", "policy errors 7", "boom", "REMOTE SILENT 4 s",
                  "ZED Mini: no frame"):
         assert want in text, want
 

@@ -31,7 +31,7 @@ def loopback_deployment(tmp_path, **replace) -> str:
 
 
 # a loaded 2-core CI machine can stall LowState_ past 0.1 s, which (correctly) drops the robot to damping
-LOADED_CI = {"state_timeout_s = 0.1": "state_timeout_s = 0.5"}
+LOADED_CI = {"state_timeout_s = 0.1": "state_timeout_s = 0.5", "writer_lock_memory = true": "writer_lock_memory = false"}
 
 
 

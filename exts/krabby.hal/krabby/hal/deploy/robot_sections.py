@@ -33,6 +33,9 @@ class DdsSection:
     # "enforce": drop LowState_ with a wrong CRC (the robot fills it); "ignore": accept it unchecked, for Unitree's
     # Python simulator (unitree_mujoco simulate_python), which publishes LowState_ with crc = 0. Never on the robot.
     lowstate_crc: str = "enforce"
+    writer_rt_priority: int = 80  # SCHED_FIFO priority of the 500 Hz rt/lowcmd writer (0 = off; refused => warning)
+    writer_lock_memory: bool = True  # mlockall before the writer starts (refused => warning)
+    writer_cpu_affinity: str = ""  # pin the writer to these cores, e.g. "3" or "2,3" ("" = any)
 
 
 @dataclass

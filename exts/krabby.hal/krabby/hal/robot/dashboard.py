@@ -62,7 +62,7 @@ def status_line(s: Dict[str, Any]) -> str:
     ll = r.get("lowlevel", {})
     pol = s.get("policy") or {}
     return (f"{sup.get('mode', '?')}{' DRY-RUN' if sup.get('dry_run') else ''} hal={s.get('hal_state', '?')} "
-            f"lowcmd {_f(ll.get('write_rate_hz'), '{:.0f}')} Hz (p99 {_f(ll.get('write_period_ms_p99'), '{:.2f}')} ms) "
+            f"lowcmd {_f(ll.get('write_rate_hz'), '{:.0f}')} Hz (late p99 {_f(ll.get('late_ms_p99'), '{:.2f}')} ms) "
             f"lowstate {_f(ll.get('state_rate_hz'), '{:.0f}')} Hz age {_f(ll.get('state_age_ms'), '{:.1f}')} ms "
             f"hal {_f(r.get('hal_tick_rate_hz'), '{:.0f}')} Hz policy {_f(pol.get('loop_rate_hz'), '{:.0f}')} Hz "
             f"compute {_f(pol.get('compute_ms_p50'), '{:.1f}')} ms obs-age {_f(pol.get('obs_age_ms_p50'), '{:.1f}')} ms "
@@ -110,7 +110,9 @@ def render(s: Dict[str, Any], joint_names: Sequence[str], joints: Optional[Dict[
         loops.add_column(c)
     loops.add_row("rt/lowcmd writer", _f(ll.get("write_rate_hz"), "{:.0f}"),
                   f"{_f(ll.get('write_period_ms_p50'), '{:.2f}')} / {_f(ll.get('write_period_ms_p99'), '{:.2f}')} ms",
-                  f"late {ll.get('late_cycles', 0)}")
+                  f"late p50/p99/max {_f(ll.get('late_ms_p50'), '{:.2f}')}/{_f(ll.get('late_ms_p99'), '{:.2f}')}/"
+                  f"{_f(ll.get('late_ms_max'), '{:.1f}')} ms  >1 ms {_f(ll.get('late_over_1ms_pct'), '{:.1f}')} %  "
+                  f"{ll.get('rt_status', '')}")
     loops.add_row("rt/lowstate", _f(ll.get("state_rate_hz"), "{:.0f}"), "", f"age {_f(ll.get('state_age_ms'), '{:.1f}')} ms  crc err {ll.get('crc_errors', 0)}")
     loops.add_row("HAL tick", _f(r.get("hal_tick_rate_hz"), "{:.0f}"), "", f"errors {r.get('tick_errors', 0)}")
     loops.add_row("policy", _f(pol.get("loop_rate_hz"), "{:.0f}"),

@@ -181,7 +181,9 @@ class RobotStack:
                 network_interface=d.dds.network_interface, write_rate_hz=d.dds.write_rate_hz,
                 motor_joint_names=d.dds.motor_joint_names, foot_force_names=d.dds.foot_force_names,
                 foot_force_n_per_count=d.dds.foot_force_n_per_count, foot_force_offset_counts=d.dds.foot_force_offset_counts,
-                check_lowstate_crc=self._lowstate_crc_check())
+                check_lowstate_crc=self._lowstate_crc_check(), rt_priority=d.dds.writer_rt_priority,
+                lock_memory=d.dds.writer_lock_memory,
+                cpu_affinity=[int(c) for c in d.dds.writer_cpu_affinity.split(",") if c.strip()] or None)
             self._warn_uncalibrated()
         try:
             self._preflight(ll_cfg)
