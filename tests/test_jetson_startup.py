@@ -53,3 +53,20 @@ def test_consecutive_policy_step_errors_leave_policy(profile):
     feed(sup, profile, clk)
     out = sup.output()
     assert out.mode == Mode.STANDING_UP and np.all((out.would_send or out).kp_nm_per_rad > 0)  # stands, not damps
+
+
+def test_versions_are_logged_and_an_unlisted_robot_is_refused(profile, caplog):
+    pytest.importorskip("cyclonedds")
+    import logging
+
+    from jetson_stack import loopback_deploy, stack_on_sim_node
+    from krabby.hal.robot.runner import RunnerError
+
+    with caplog.at_level(logging.WARNING, logger="krabby.hal.robot.runner"):
+        with stack_on_sim_node(profile, node_config={"version": (3, 7)}) as (stack, _):
+            assert stack.versions["robot"] == "lowstate 3.7 bms 0.0"
+    assert "versions: krabby" in caplog.text and "cyclonedds 11." in caplog.text and "lowstate 3.7" in caplog.text
+    deploy = loopback_deploy(dds={"allowed_robot_versions": ["lowstate 1.0 bms 1.3"]})
+    with pytest.raises(RunnerError, match="not in \\[dds\\] allowed_robot_versions"):
+        with stack_on_sim_node(profile, deploy, node_config={"version": (3, 7)}):
+            pass

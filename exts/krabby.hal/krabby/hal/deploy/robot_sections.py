@@ -35,6 +35,9 @@ class DdsSection:
     lowstate_crc: str = "enforce"
     writer_rt_priority: int = 80  # SCHED_FIFO priority of the 500 Hz rt/lowcmd writer (0 = off; refused => warning)
     writer_lock_memory: bool = True  # mlockall before the writer starts (refused => warning)
+    # Versions seen at start ("lowstate <version[0]>.<version[1]> bms <high>.<low>", from the first LowState_) are
+    # always logged; a non-empty list refuses any other robot (e.g. only the firmware you rehearsed with)
+    allowed_robot_versions: List[str] = field(default_factory=list)
     writer_cpu_affinity: str = ""  # pin the writer to these cores, e.g. "3" or "2,3" ("" = any)
 
 

@@ -141,6 +141,7 @@ class Go2LowLevel:
         self.counters = {"states": 0, "crc_errors": 0, "decode_errors": 0, "writes": 0, "write_errors": 0,
                          "source_errors": 0, "late_cycles": 0, "zero_torque_writes": 0}
         self.last_sent = None
+        self.robot_versions: Optional[dict] = None  # from the first LowState_ (version, sn, BMS version)
         self.lateness_ms: deque = deque(maxlen=5000)  # per cycle: wake-up time minus scheduled time
         self.rt_status = "normal priority"
 
@@ -190,6 +191,9 @@ class Go2LowLevel:
             if self.counters[key] <= 3:
                 log.warning("dropped a LowState_: %s", e)
             return
+        if self.robot_versions is None:
+            self.robot_versions = {"lowstate_version": list(st.version), "serial": list(st.sn),
+                                   "bms_version": f"{st.bms_state.version_high}.{st.bms_state.version_low}"}
         fb = self.feedback_from_lowstate(st, clock.now_ns())
         self._latest = fb
         self.counters["states"] += 1

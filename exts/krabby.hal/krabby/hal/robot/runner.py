@@ -160,6 +160,7 @@ class RobotStack:
         self._tick_thread: Optional[threading.Thread] = None
         self._tick_times: List[float] = []
         self.tick_errors = 0
+        self.versions: Dict[str, Any] = {}
         self.started_ns = 0
 
     # ---------------------------------------------------------------------------- lifecycle
@@ -204,6 +205,12 @@ class RobotStack:
         if not lowlevel.wait_for_state(5.0 if o.sim else 3.0):
             log.warning("no LowState_ from the robot yet on DDS domain %d (%s): waiting; check the cable/interface",
                         ll_cfg.domain_id, ll_cfg.network_interface or "loopback")
+        else:
+            try:
+                self._check_versions(lowlevel)
+            except RunnerError:
+                self.stop()
+                raise
         dep = d.deployment
         hal_cfg = dep.server_config(
             observation_bind=o.observation_bind or dep.observation_bind, command_bind=o.command_bind or dep.command_bind,
@@ -244,6 +251,24 @@ class RobotStack:
                     "foot reads 'in contact'. Run `krabby-calibrate feet --deploy <profile> --write` before a live run.")
             log.warning("%s\n%s\n%s", "!" * 100, line, "!" * 100)
             self.messages.append(line)
+
+    def _check_versions(self, lowlevel: Go2LowLevel) -> None:
+        """Log SDK, DDS and robot firmware versions; refuse a robot the profile does not list (when it lists any)."""
+        import platform
+
+        from .. import __version__ as krabby_version
+
+        v = lowlevel.robot_versions or {}
+        robot = f"lowstate {'.'.join(str(x) for x in v.get('lowstate_version', []))} bms {v.get('bms_version', '?')}"
+        self.versions = {"krabby": krabby_version, "python": platform.python_version(),
+                         "cyclonedds": lowlevel.bus.version if lowlevel.bus else "?", "robot": robot,
+                         "serial": v.get("serial")}
+        log.warning("versions: krabby %s, Python %s, cyclonedds %s (the Go2 runs Cyclone DDS 0.10.x), robot %s, serial %s",
+                    *self.versions.values())
+        allowed = self.deploy.dds.allowed_robot_versions
+        if allowed and robot not in allowed:
+            raise RunnerError(f"robot reports '{robot}', not in [dds] allowed_robot_versions {allowed}: "
+                              "rehearse with this firmware, then add it")
 
     def _preflight(self, ll_cfg: Go2LowLevelConfig) -> None:
         """Before the writer starts: Unitree's sport mode off (or released), nobody else on rt/lowcmd."""

@@ -68,6 +68,7 @@ class SimNodeConfig:
     extras_bind: Optional[str] = None  # ZeroMQ PUB for the height scan / navigation (sim-only data)
     forward_speed_m_s: float = 0.5  # the sim's navigation command, for extras
     sport_mode: str = ""  # Unitree sport mode active at start ("normal", ...); "" = released
+    version: tuple = (0, 0)  # LowState_.version of the simulated board (a real Go2's values are firmware-specific)
 
 
 class SimGo2Node:
@@ -219,7 +220,7 @@ class SimGo2Node:
         return ActuatorCommand(ActuatorMode.POSITION, target, kp, kd)
 
     def _lowstate(self, frame: Any, tick: int) -> LowState:
-        st = LowState()
+        st = LowState(version=list(self.config.version))
         s = frame.state
         with self._lock:
             temps = self._temps.copy()
