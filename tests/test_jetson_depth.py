@@ -202,3 +202,42 @@ def test_the_robot_backend_stops_publishing_stale_depth(profile):
         time.sleep(0.5)
         assert stack.backend.read().depth is None  # the policy no longer gets the frozen frame
         assert stack.supervisor.snapshot()["depth_age_s"] > 0.2
+
+
+def test_a_student_refuses_a_stale_depth_sample(profile):
+    from conftest import FIXTURES, endpoints
+
+    if not (FIXTURES / "exported_deploy").is_dir():
+        pytest.skip(f"parkour fixtures not found at {FIXTURES}")
+    import zmq
+
+    from krabby.hal.backends.loopback_double import LoopbackTestDouble
+    from krabby.hal.client import HalClientConfig
+    from krabby.hal.protocol import Kind
+    from krabby.hal.safety import SafetyConfig
+    from krabby.hal.server import HalServer, HalServerConfig
+    from krabby.parkour.inference import InferenceOptions, ModelWeights, ParkourInferenceClient
+
+    ctx = zmq.Context()
+    obs, cmd = endpoints("inproc")
+    server = HalServer(LoopbackTestDouble(profile), HalServerConfig(obs, cmd, safety=SafetyConfig(arm_on_start=True)),
+                       context=ctx).start()
+    client = ParkourInferenceClient(HalClientConfig(obs, cmd), ModelWeights(str(FIXTURES / "exported_deploy")), 50.0,
+                                    transport_context=ctx, options=InferenceOptions(max_obs_age_s=1.0, max_depth_age_s=0.05))
+    client.initialize()
+    try:
+        server.tick()  # the double publishes a depth frame on its first read, then every fifth
+        sample = client.hal.wait_new(Kind.STATE, 1.0)
+        end = time.monotonic() + 1.0
+        while client.hal.latest(Kind.DEPTH) is None and time.monotonic() < end:
+            time.sleep(0.01)
+        client.step(sample)  # fresh depth: used
+        time.sleep(0.1)
+        server.tick()  # a new state, no new depth frame: the held one is now 100 ms old
+        sample = client.hal.wait_new(Kind.STATE, 1.0)
+        with pytest.raises(RuntimeError, match="depth frame is [0-9]+ ms old"):
+            client.step(sample)
+    finally:
+        client.stop()
+        server.close()
+        ctx.destroy(0)
