@@ -28,7 +28,7 @@ class DdsSection:
     # "check" refuses to start while it is on, "release" releases it (motion_switcher ReleaseMode; the CLI's
     # --release-sport-mode), "skip" does not ask (simulators without the service, e.g. unitree_mujoco)
     sport_mode: str = "check"
-    motion_switcher_timeout_s: float = 3.0
+    motion_switcher_timeout_s: float = 5.0  # Unitree's examples wait 5 s (Python) and 10 s (C++)
     lowcmd_probe_s: float = 0.5  # listen this long on rt/lowcmd first; refuse if anyone else publishes (0 = off)
     # "enforce": drop LowState_ with a wrong CRC (the robot fills it); "ignore": accept it unchecked, for Unitree's
     # Python simulator (unitree_mujoco simulate_python), which publishes LowState_ with crc = 0. Never on the robot.

@@ -281,7 +281,9 @@ class RobotStack:
         except dds.DdsError as e:
             raise RunnerError(str(e)) from None
         try:
-            summary = preflight(bus, sport_mode=policy, probe_s=d.lowcmd_probe_s, timeout_s=d.motion_switcher_timeout_s)
+            # --sim: the simulated node's service is certainly there, but discovery on a loaded laptop can be slow
+            timeout_s = max(d.motion_switcher_timeout_s, 10.0) if self.options.sim else d.motion_switcher_timeout_s
+            summary = preflight(bus, sport_mode=policy, probe_s=d.lowcmd_probe_s, timeout_s=timeout_s)
         except (SportModeError, ValueError) as e:
             raise RunnerError(str(e)) from None
         finally:
