@@ -70,3 +70,16 @@ def test_versions_are_logged_and_an_unlisted_robot_is_refused(profile, caplog):
     with pytest.raises(RunnerError, match="not in \\[dds\\] allowed_robot_versions"):
         with stack_on_sim_node(profile, deploy, node_config={"version": (3, 7)}):
             pass
+
+
+def test_a_cold_motor_reads_below_zero_not_over_temperature(profile):
+    from krabby.hal.devices.go2_lowlevel import Go2LowLevel, Go2LowLevelConfig
+    from krabby.hal.devices.unitree_go_msgs import LowState
+
+    ll = Go2LowLevel(profile, Go2LowLevelConfig(network_interface=None))
+    st = LowState()
+    for i, m in enumerate(st.motor_state):
+        m.temperature = 251 if i == 0 else 35  # what a motor at -5 C sends
+    fb = ll.feedback_from_lowstate(LowState.decode(st.encode()), 0)
+    j = profile.joint_names.index("FR_hip_joint")  # slot 0
+    assert fb.motor_temp_c[j] == -5.0 and fb.motor_temp_c.max() == 35.0

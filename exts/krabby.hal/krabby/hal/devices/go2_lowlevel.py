@@ -215,7 +215,9 @@ class Go2LowLevel:
             joint_pos_rad=np.array([m.q for m in ms]),
             joint_vel_rad_s=np.array([m.dq for m in ms]),
             joint_tau_est_nm=np.array([m.tau_est for m in ms]),
-            motor_temp_c=np.array([m.temperature for m in ms], dtype=np.float64),
+            # the IDL says uint8, but the byte is signed (unitree_ros2's msg: int8; the SDK's CRC packer: 'b'):
+            # a motor at -5 C sends 251, which read unsigned would refuse a cold start as "over temperature"
+            motor_temp_c=np.array([m.temperature for m in ms], dtype=np.uint8).view(np.int8).astype(np.float64),
             base_quat_wxyz=np.array(imu.quaternion, dtype=np.float64),
             base_ang_vel_body_rad_s=np.array(imu.gyroscope, dtype=np.float64),
             base_lin_acc_body_m_s2=np.array(imu.accelerometer, dtype=np.float64),
