@@ -4,6 +4,7 @@
 
 robot:  publishes LowState_ (tick = counter) at --rate Hz, counts CRC-valid LowCmd_ replies.
 runner: answers every LowState_ with a LowCmd_ whose ``reserve`` echoes the tick (the runner's codec path).
+motion-switcher: the robot's motion_switcher service (sport mode "normal" until released), prints the api ids seen.
 Prints one JSON line with the counts. Needs only cyclonedds and the standard library.
 """
 
@@ -22,7 +23,7 @@ from krabby.hal.devices.unitree_go_msgs import CodecError, LowCmd, LowState  # n
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--role", choices=("robot", "runner"), required=True)
+    ap.add_argument("--role", choices=("robot", "runner", "motion-switcher"), required=True)
     ap.add_argument("--domain", type=int, required=True)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=500.0)
@@ -36,7 +37,16 @@ def main() -> None:
     lock = threading.Lock()
     t0 = time.monotonic()
 
-    if a.role == "robot":
+    if a.role == "motion-switcher":
+        from krabby.hal.devices.go2_motion_switcher import SimMotionSwitcher
+
+        svc = SimMotionSwitcher(bus, mode_name="normal")
+        print("READY", flush=True)
+        while time.monotonic() - t0 < a.seconds and svc.mode.active:
+            time.sleep(0.05)
+        time.sleep(1.0)  # answer the CheckMode that follows the release
+        out["requests"] = svc.requests
+    elif a.role == "robot":
         sent_ticks = set()
 
         def on_cmd(buf: bytes) -> None:

@@ -27,9 +27,13 @@ def main() -> None:
     print("Do not edit by hand.")
     print('"""')
     print()
+    print_typeinfo_dict({name: generated_typeinfo(name) for name in ("LowCmd_", "LowState_")})
+
+
+def print_typeinfo_dict(blobs: dict) -> None:
+    """Print ``TYPEINFO_0_10 = {name: (typeinfo, typemap)}`` as Python source (shared with gen_unitree_api_typeinfo)."""
     print("TYPEINFO_0_10 = {")
-    for name in ("LowCmd_", "LowState_"):
-        ti, tm = generated_typeinfo(name)
+    for name, (ti, tm) in blobs.items():
         print(f"    # {name}: typeinfo {len(ti)} B sha256 {hashlib.sha256(ti).hexdigest()[:16]}, "
               f"typemap {len(tm)} B sha256 {hashlib.sha256(tm).hexdigest()[:16]}")
         print(f'    "{name}": (')

@@ -1,7 +1,8 @@
 """FakeZedSource: a synthetic ZED Mini frame source for tests (a fake, not a camera model).
 
-It stands in for ``krabby.hal.devices.zed_mini.PyZedSource``: VGA intrinsics like a ZED Mini's left
-lens, planar depth of an infinite flat floor computed analytically for the given mount, camera
+It stands in for ``krabby.hal.devices.zed_mini.PyZedSource``: the VGA intrinsics of a real ZED Mini's left
+lens (a factory calibration file, matching Stereolabs' published 350 px at VGA: ~87.7 x 56.5 deg, narrower
+than the training camera's 87 x 58 deg vertically), planar depth of an infinite flat floor computed analytically for the given mount, camera
 timestamps on the wire clock, and IMU samples built the way PyZedSource builds them from the SDK's
 raw values (orientation x-first, gyro in deg/s), so the conversions are exercised too.
 """
@@ -18,8 +19,8 @@ from krabby.hal import clock
 from krabby.hal.devices.depth_reprojection import PinholeIntrinsics, flat_floor_planar_depth
 from krabby.hal.devices.zed_mini import ImuSample, deg_s_to_rad_s, zed_quat_xyzw_to_wxyz
 
-#: a ZED Mini-like left lens at VGA (672x376, ~90 x 59 deg)
-ZED_MINI_VGA = PinholeIntrinsics(672, 376, 336.0, 336.0, 335.5, 187.5)
+#: a ZED Mini left lens at VGA (672x376): [LEFT_CAM_VGA] of a Stereolabs factory calibration file
+ZED_MINI_VGA = PinholeIntrinsics(672, 376, 350.494, 350.494, 331.039, 189.714)
 
 
 class FakeZedSource:
@@ -35,6 +36,7 @@ class FakeZedSource:
         self.accel = tuple(accel_m_s2)
         self.opened = self.closed = False
         self.grabs = 0
+        self.stalled = False  # True: grab() times out like a stalled camera (no frame)
         self.stamps: list = []
         self._next = time.monotonic()
 
@@ -44,6 +46,8 @@ class FakeZedSource:
     def grab(self) -> Optional[Tuple[int, np.ndarray]]:
         self._next += 1.0 / self.fps
         time.sleep(max(0.0, self._next - time.monotonic()))
+        if self.stalled:
+            return None
         self.grabs += 1
         stamp = clock.now_ns()
         self.stamps.append(stamp)

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import zmq
@@ -52,6 +52,7 @@ class ModelWeights:
 @dataclass
 class InferenceOptions:
     max_obs_age_s: float = 0.05  # never act on a state older than this (2.5 control periods at 50 Hz)
+    max_depth_age_s: float | None = None  # student: a depth frame older than this (capture time) fails the step
     lockstep: bool = False  # the server waits for each command (a --fast simulator): rate checks off
     default_forward_speed_m_s: float = 0.5  # used when the HAL publishes no navigation command
     record_path: str | None = None  # MCAP run log (krabby.parkour.record)
@@ -146,6 +147,7 @@ class ParkourInferenceClient:
         self._yaw_raw: Any = None
         self._episode: int | None = None
         self._use_estimator: bool | None = model_weights.use_estimator
+        self.on_step_result: Callable[[Exception | None], None] | None = None  # called after every control step
 
     # ------------------------------------------------------------------------------ lifecycle
     def initialize(self) -> None:
@@ -230,12 +232,16 @@ class ParkourInferenceClient:
             if last_start is not None:
                 self.loop_period_ms.add((start - last_start) * 1e3)
             last_start = start
+            error: Exception | None = None
             try:
                 self.step(sample)
             except Exception as e:  # a bad sample must not end the loop; the server's watchdog covers us
+                error = e
                 self.counters.errors += 1
                 if self.counters.errors <= 5 or self.counters.errors % 100 == 0:
                     log.error("control step failed (%d so far): %s", self.counters.errors, e)
+            if self.on_step_result is not None:  # e.g. the robot supervisor: failures in a row leave POLICY
+                self.on_step_result(error)
 
     def step(self, sample: Any) -> Any:
         """One control step from one STATE sample; returns the ACK (or None when nothing was sent)."""
@@ -249,6 +255,11 @@ class ParkourInferenceClient:
         t0 = time.perf_counter()
         state = sample.value
         nav_s, scan_s, depth_s = hal.latest(Kind.NAVIGATION), hal.latest(Kind.HEIGHT_SCAN), hal.latest(Kind.DEPTH)
+        limit = self.options.max_depth_age_s
+        if policy.kind == "student" and limit is not None and depth_s is not None:
+            depth_age_s = (clock.now_ns() - depth_s.value.stamp_ns) * 1e-9  # a stalled camera: the HAL stops sending
+            if depth_age_s > limit:
+                raise RuntimeError(f"depth frame is {depth_age_s * 1e3:.0f} ms old (limit {limit * 1e3:.0f} ms): not used")
         nav = nav_s.value if nav_s is not None else NavigationCommand(sample.stamp_ns, self.options.default_forward_speed_m_s, 0.0, 0.0)
         obs = builder.build(state, nav, last_action_policy=mapper.last_raw_action,
                             height_scan=scan_s.value if scan_s is not None else None,

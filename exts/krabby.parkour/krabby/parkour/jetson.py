@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim", action="store_true", help="use the simulated Go2 low-level node (MuJoCo over DDS on loopback)")
     ap.add_argument("--sim-physics", choices=("mujoco", "double"), default="mujoco")
     ap.add_argument("--sim-terrain", default="flat")
+    ap.add_argument("--release-sport-mode", action="store_true",
+                    help="release Unitree's sport-mode controller before writing rt/lowcmd (robot lying down); "
+                         "default: refuse to start while it is on")
     ap.add_argument("--live", action="store_true", help="allow the operator to enable torque (on the robot; --sim always allows it)")
     ap.add_argument("--arm-policy", action="store_true", help="--sim only: enable torque, stand up and arm the policy by script")
     ap.add_argument("--script", default=None, help='timed operator actions, e.g. "1:stand_up,4:arm_policy,10:estop"')
@@ -54,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-keyboard", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     return ap
+
+
+def policy_input_problem(kind: str, action_dim: int, num_joints: int, provides: dict) -> str:
+    """Why this policy cannot run on this stack ('' when it can): every input it needs must have a source."""
+    if action_dim != num_joints:
+        return f"the policy drives {action_dim} joints, the robot has {num_joints}"
+    if kind == "teacher" and not provides.get("height_scan"):
+        return ("it is a teacher policy: it needs a height scan, which only the simulator provides (--sim); "
+                "on the robot run a student checkpoint (depth camera)")
+    if kind == "student" and not provides.get("depth"):
+        return "it is a student policy: it needs the depth camera, and this run has none (--camera none or [zed] enabled = false)"
+    return ""
 
 
 def _client_endpoint(bind: str) -> str:
@@ -78,28 +93,40 @@ class Runner:
             sim=args.sim, live=args.live, camera=args.camera, script=args.script, arm_policy=args.arm_policy,
             domain_id=args.domain, sim_physics=args.sim_physics, sim_terrain=args.sim_terrain,
             keyboard=not args.no_keyboard, gamepad=not args.sim, insecure_tcp=args.insecure_tcp,
-            observation_bind=args.observation_bind, command_bind=args.command_bind, defer_inputs=True), context=self.context)
+            observation_bind=args.observation_bind, command_bind=args.command_bind, defer_inputs=True,
+            release_sport_mode=args.release_sport_mode), context=self.context)
         self.client: Any = None
         self.running = threading.Event()
         self.record_path: Optional[Path] = None
 
     def start(self) -> "Runner":
+        policy = self._load_policy() if self.args.checkpoint else None  # refused before anything reaches the robot
         self.stack.start()
-        if self.args.checkpoint:
+        if policy is not None:
             try:
-                self._start_client()
+                self._start_client(policy)
             except BaseException:
                 self.stack.stop()
                 raise
         self.stack.start_inputs()  # operator actions (and --arm-policy's script) only once the policy is ready
         return self
 
-    def _start_client(self) -> None:
+    def _load_policy(self) -> Any:
+        from . import load_policy
+
+        a, st = self.args, self.stack
+        policy = load_policy(a.checkpoint, device=a.device, backend=a.backend)
+        why = policy_input_problem(policy.kind, policy.action_dim, st.profile.num_joints, st.provides())
+        if why:
+            raise ValueError(f"{a.checkpoint} cannot run here: {why}")
+        return policy
+
+    def _start_client(self, policy: Any) -> None:
         from .inference import InferenceOptions, ModelWeights, ParkourInferenceClient
 
         a, srv = self.args, self.stack.server
         assert srv is not None
-        options = InferenceOptions()
+        options = InferenceOptions(max_depth_age_s=self.stack.deploy.zed.max_frame_age_s + 0.1)  # + a HAL tick or two
         if a.record:
             try:
                 import mcap  # noqa: F401
@@ -113,7 +140,8 @@ class Runner:
                 observation_endpoint=_client_endpoint(srv.config.observation_bind),
                 command_endpoint=_client_endpoint(srv.config.command_bind), client_name="jetson-runner"),
             model_weights=ModelWeights(a.checkpoint, action_dim=a.action_dim, obs_dim=a.obs_dim, backend=a.backend),
-            control_rate=a.control_rate, device=a.device, transport_context=self.context, options=options)
+            control_rate=a.control_rate, device=a.device, transport_context=self.context, options=options, policy=policy)
+        self.client.on_step_result = self.stack.supervisor.policy_step_result
         self.client.initialize()
         self.running.set()
         self.client.start_thread(self.running)
@@ -134,6 +162,7 @@ class Runner:
         return s, joints, list(st.messages)
 
     def stop(self) -> None:
+        self.stack.request_stop("(runner stopping)")  # damp first: the policy client may take a while to stop
         self.running.clear()
         if self.client is not None:
             self.client.stop()
@@ -153,11 +182,21 @@ class _ExpectedRefusals(logging.Filter):
 
 def run(args: argparse.Namespace) -> int:
     from krabby.hal.robot.dashboard import Dashboard, status_line
+    from krabby.hal.robot.shutdown import ShutdownHooks
 
-    runner = Runner(args).start()
+    runner = Runner(args)
+    # SIGTERM/SIGINT/SIGHUP and uncaught thread exceptions: damp now, then the damped stop below
+    hooks = ShutdownHooks(runner.stack.request_stop).install()
+    try:
+        runner.start()
+    except BaseException:
+        hooks.uninstall()
+        raise
     stop = threading.Event()
     if args.duration is not None:
-        threading.Timer(args.duration, stop.set).start()
+        timer = threading.Timer(args.duration, stop.set)
+        timer.daemon = True
+        timer.start()
     quit_watch = threading.Thread(target=lambda: (runner.stack.quit.wait(), stop.set()), daemon=True)
     quit_watch.start()
     try:
@@ -174,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         runner.stop()
+        hooks.uninstall()
         if runner.record_path is not None:
             print(f"run recorded to {runner.record_path}")
     return 0

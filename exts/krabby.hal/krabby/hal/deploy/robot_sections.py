@@ -24,6 +24,21 @@ class DdsSection:
     foot_force_names: Optional[List[str]] = None
     foot_force_n_per_count: float = 1.0
     foot_force_offset_counts: float = 0.0
+    # Unitree's own locomotion service ("sport mode") must be off before rt/lowcmd is written:
+    # "check" refuses to start while it is on, "release" releases it (motion_switcher ReleaseMode; the CLI's
+    # --release-sport-mode), "skip" does not ask (simulators without the service, e.g. unitree_mujoco)
+    sport_mode: str = "check"
+    motion_switcher_timeout_s: float = 5.0  # Unitree's examples wait 5 s (Python) and 10 s (C++)
+    lowcmd_probe_s: float = 0.5  # listen this long on rt/lowcmd first; refuse if anyone else publishes (0 = off)
+    # "enforce": drop LowState_ with a wrong CRC (the robot fills it); "ignore": accept it unchecked, for Unitree's
+    # Python simulator (unitree_mujoco simulate_python), which publishes LowState_ with crc = 0. Never on the robot.
+    lowstate_crc: str = "enforce"
+    writer_rt_priority: int = 80  # SCHED_FIFO priority of the 500 Hz rt/lowcmd writer (0 = off; refused => warning)
+    writer_lock_memory: bool = True  # mlockall before the writer starts (refused => warning)
+    # Versions seen at start ("lowstate <version[0]>.<version[1]> bms <high>.<low>", from the first LowState_) are
+    # always logged; a non-empty list refuses any other robot (e.g. only the firmware you rehearsed with)
+    allowed_robot_versions: List[str] = field(default_factory=list)
+    writer_cpu_affinity: str = ""  # pin the writer to these cores, e.g. "3" or "2,3" ("" = any)
 
 
 @dataclass
@@ -43,6 +58,7 @@ class ZedSection:
     mount_yaw_deg: float = 0.0
     output_rate_hz: float = 50.0  # reprojections to the training camera per second (latest frame)
     source_stride: int = 2  # use every n-th ZED pixel (VGA/2 still gives ~10 points per training pixel)
+    max_frame_age_s: float = 0.2  # older depth is stale: not used by the policy; in POLICY the robot stands back up
 
 
 @dataclass
@@ -53,6 +69,8 @@ class OperatorSection:
     stick_deadband: float = 0.1
     gamepad_device: str = "/dev/input/js0"
     terrain_is_flat: bool = False
+    remote_timeout_s: float = 3.0  # a remote seen, then silent this long (Unitree's go2_sub.h: 3 s) => stand
+    remote_lost_lie_down_s: float = 5.0  # still silent this much longer while standing => lie down, then damp
 
 
 # The robot runner's own sections of a deployment profile; krabby.hal.deploy.profile checks and parses them

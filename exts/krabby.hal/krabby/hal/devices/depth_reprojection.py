@@ -88,6 +88,21 @@ class DepthReprojector:
         self._o_s_in_t = r_bt.T @ (o_s - o_t)  # source origin in the target frame
         self._r_ts = self._r_st.T
 
+    def uncovered_fraction(self, distance_m: float = 1.0) -> float:
+        """Fraction of the training camera's pixels whose ray (at ``distance_m``) falls outside the source image.
+
+        Those pixels can never have data: they read as misses (2 m, "free") in every frame. The ZED Mini
+        is narrower than the training camera (see ``zed_mini.nominal_fov_deg``), so this is > 0 on the robot.
+        """
+        src = self.source
+        p_s = (self._dirs_t * float(distance_m) - self._o_s_in_t) @ self._r_st.T
+        z = p_s[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.rint(src.fx_px * p_s[:, 0] / z + src.cx_px)
+            v = np.rint(src.fy_px * p_s[:, 1] / z + src.cy_px)
+        inside = (z > 1e-6) & (u >= 0) & (u < src.width_px) & (v >= 0) & (v < src.height_px)
+        return float(1.0 - np.mean(inside))
+
     def __call__(self, planar_depth_m: np.ndarray) -> np.ndarray:
         src = self.source
         depth = np.asarray(planar_depth_m)

@@ -8,6 +8,10 @@
 - **Steady writer.** A dedicated thread sends one LowCmd_ every 2 ms, always the *current* output
   of a command source (the robot supervisor's ``output()``), computed fresh each cycle; it never
   replays a stale policy target by itself. Every LowCmd_ carries Unitree's CRC.
+- **Real time where permitted.** With ``rt_priority`` > 0 the writer thread asks for SCHED_FIFO (and
+  ``lock_memory``: mlockall, no page faults mid-cycle; ``cpu_affinity``: pinned cores); refused (no
+  CAP_SYS_NICE / RLIMIT_RTPRIO) it runs at normal priority and says so (``rt_status``). Every cycle's
+  lateness against its schedule is kept: p50/p99/max and the share of cycles more than 1 ms late.
 - **Feedback.** LowState_ is decoded in Cyclone's listener thread with the byte-exact codec, its CRC
   checked (bad frames are counted and dropped), and kept latest-only.
 - Units: foot_force arrives in raw sensor counts; ``foot_force_n_per_count``/``foot_force_offset_counts``
@@ -16,7 +20,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -45,6 +52,10 @@ class Go2LowLevelConfig:
     foot_force_names: Optional[Sequence[str]] = None  # LowState_.foot_force[i] is this foot; None = profile foot order
     foot_force_n_per_count: float = 1.0
     foot_force_offset_counts: float = 0.0
+    check_lowstate_crc: bool = True  # False only for simulators that leave the CRC empty (unitree_mujoco's Python one)
+    rt_priority: int = 0  # > 0: SCHED_FIFO priority of the writer thread (falls back with a warning)
+    lock_memory: bool = False  # mlockall(MCL_CURRENT | MCL_FUTURE) before the writer starts (falls back with a warning)
+    cpu_affinity: Optional[Sequence[int]] = None  # pin the writer thread to these cores
 
     def config_xml(self) -> str:
         if self.dds_config_xml:
@@ -72,6 +83,7 @@ class Go2Feedback:
     wireless_remote: bytes
     power_v: float = 0.0
     power_a: float = 0.0
+    battery_soc_pct: float = 0.0  # BmsState_.soc
 
 
 class _Rate:
@@ -129,6 +141,9 @@ class Go2LowLevel:
         self.counters = {"states": 0, "crc_errors": 0, "decode_errors": 0, "writes": 0, "write_errors": 0,
                          "source_errors": 0, "late_cycles": 0, "zero_torque_writes": 0}
         self.last_sent = None
+        self.robot_versions: Optional[dict] = None  # from the first LowState_ (version, sn, BMS version)
+        self.lateness_ms: deque = deque(maxlen=5000)  # per cycle: wake-up time minus scheduled time
+        self.rt_status = "normal priority"
 
     # ------------------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
@@ -169,13 +184,16 @@ class Go2LowLevel:
 
     def _on_lowstate(self, buf: bytes) -> None:
         try:
-            st = LowState.decode(buf)
+            st = LowState.decode(buf, check_crc=self.config.check_lowstate_crc)
         except CodecError as e:
             key = "crc_errors" if "CRC" in str(e) else "decode_errors"
             self.counters[key] += 1
             if self.counters[key] <= 3:
                 log.warning("dropped a LowState_: %s", e)
             return
+        if self.robot_versions is None:
+            self.robot_versions = {"lowstate_version": list(st.version), "serial": list(st.sn),
+                                   "bms_version": f"{st.bms_state.version_high}.{st.bms_state.version_low}"}
         fb = self.feedback_from_lowstate(st, clock.now_ns())
         self._latest = fb
         self.counters["states"] += 1
@@ -197,7 +215,9 @@ class Go2LowLevel:
             joint_pos_rad=np.array([m.q for m in ms]),
             joint_vel_rad_s=np.array([m.dq for m in ms]),
             joint_tau_est_nm=np.array([m.tau_est for m in ms]),
-            motor_temp_c=np.array([m.temperature for m in ms], dtype=np.float64),
+            # the IDL says uint8, but the byte is signed (unitree_ros2's msg: int8; the SDK's CRC packer: 'b'):
+            # a motor at -5 C sends 251, which read unsigned would refuse a cold start as "over temperature"
+            motor_temp_c=np.array([m.temperature for m in ms], dtype=np.uint8).view(np.int8).astype(np.float64),
             base_quat_wxyz=np.array(imu.quaternion, dtype=np.float64),
             base_ang_vel_body_rad_s=np.array(imu.gyroscope, dtype=np.float64),
             base_lin_acc_body_m_s2=np.array(imu.accelerometer, dtype=np.float64),
@@ -206,6 +226,7 @@ class Go2LowLevel:
             wireless_remote=bytes(st.wireless_remote),
             power_v=st.power_v,
             power_a=st.power_a,
+            battery_soc_pct=float(st.bms_state.soc),
         )
 
     # -------------------------------------------------------------------------------- commands
@@ -221,10 +242,39 @@ class Go2LowLevel:
             c.mode, c.q, c.dq, c.tau, c.kp, c.kd = MOTOR_MODE_SERVO, float(q[j]), 0.0, 0.0, float(kp[j]), float(kd[j])
         return m.encode()
 
+    def _realtime(self) -> None:
+        """SCHED_FIFO, locked memory and pinning for this (the writer) thread, each where permitted."""
+        cfg, notes = self.config, []
+        if cfg.cpu_affinity:
+            try:
+                os.sched_setaffinity(0, set(cfg.cpu_affinity))
+                notes.append(f"cores {sorted(cfg.cpu_affinity)}")
+            except (OSError, AttributeError) as e:
+                notes.append(f"pinning refused ({e})")
+        if cfg.lock_memory:
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+                if libc.mlockall(3) != 0:  # MCL_CURRENT | MCL_FUTURE
+                    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+                notes.append("memory locked")
+            except (OSError, AttributeError) as e:
+                notes.append(f"mlockall refused ({e})")
+        if cfg.rt_priority > 0:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(cfg.rt_priority)))  # 0: this thread
+                notes.insert(0, f"SCHED_FIFO {cfg.rt_priority}")
+            except (OSError, AttributeError) as e:
+                notes.insert(0, f"normal priority (SCHED_FIFO refused: {e}; allow it with LimitRTPRIO or CAP_SYS_NICE)")
+        self.rt_status = ", ".join(notes) or "normal priority"
+        if "refused" in self.rt_status:
+            log.warning("rt/lowcmd writer: %s", self.rt_status)
+
     def _write_loop(self) -> None:
+        self._realtime()
         period = 1.0 / self.config.write_rate_hz
         nxt = time.monotonic()
         while not self._stop.is_set():
+            self.lateness_ms.append((time.monotonic() - nxt) * 1e3)
             cmd = None
             if self._source is not None:
                 try:
@@ -253,6 +303,14 @@ class Go2LowLevel:
                 nxt = time.monotonic()
 
     # ---------------------------------------------------------------------------------- stats
+    def jitter(self) -> dict:
+        """Lateness of the writer's cycles against their schedule (ms): p50, p99, max, % of cycles > 1 ms late."""
+        late = np.asarray(self.lateness_ms, dtype=np.float64)
+        if late.size < 10:
+            return {"late_ms_p50": float("nan"), "late_ms_p99": float("nan"), "late_ms_max": float("nan"), "late_over_1ms_pct": float("nan")}
+        return {"late_ms_p50": float(np.percentile(late, 50)), "late_ms_p99": float(np.percentile(late, 99)),
+                "late_ms_max": float(late.max()), "late_over_1ms_pct": float(np.mean(late > 1.0) * 100.0)}
+
     def stats(self) -> dict:
         fb = self._latest
         return {
@@ -261,6 +319,8 @@ class Go2LowLevel:
             "write_rate_hz": self.write_rate.rate_hz(),
             "write_period_ms_p50": self.write_rate.period_ms_pct(50),
             "write_period_ms_p99": self.write_rate.period_ms_pct(99),
+            **self.jitter(),
+            "rt_status": self.rt_status,
             **self.counters,
         }
 

@@ -82,16 +82,27 @@ _TYPES_LOCK = threading.Lock()
 
 
 def idl_types() -> Dict[str, Any]:
-    """The unitree_go IdlStruct classes (same names, fields and annotations as Unitree's IDL), built once."""
+    """The unitree_go and unitree_api IdlStruct classes (names, fields, annotations as Unitree's IDL), built once."""
     with _TYPES_LOCK:
         if _TYPES:
             return _TYPES
         import_cyclonedds()
+        from . import unitree_api_idl as api
         from . import unitree_go_idl as m
 
         for name in ("MotorCmd_", "BmsCmd_", "LowCmd_", "IMUState_", "MotorState_", "BmsState_", "LowState_"):
             _TYPES[name] = getattr(m, name)
+        for name in ("Request_", "Response_"):
+            _TYPES[name] = getattr(api, name)
         return _TYPES
+
+
+def robot_typeinfo(type_name: str) -> tuple:
+    """(typeinfo, typemap) the robot's DDS 0.10.x announces for a topic type (vendored from Unitree's SDK)."""
+    from .unitree_api_typeinfo import TYPEINFO_0_10 as API
+    from .unitree_go_typeinfo import TYPEINFO_0_10 as GO
+
+    return {**GO, **API}[type_name]
 
 
 def generated_typeinfo(type_name: str) -> tuple:
@@ -107,10 +118,8 @@ def apply_robot_typeinfo(type_name: str) -> bool:
 
     Must run before the first Topic of that type is created (cyclonedds reads it then).
     """
-    from .unitree_go_typeinfo import TYPEINFO_0_10
-
     T = idl_types()[type_name]
-    wanted = TYPEINFO_0_10[type_name]
+    wanted = robot_typeinfo(type_name)
     T.__idl__.populate()
     T.__idl__.fill_type_data()
     if not hasattr(T.__idl__, "_xt_bytedata"):
@@ -276,6 +285,8 @@ class DdsBus:
 
         key = f"{name}:{type_name}"
         if key not in self._topics:
+            if self.robot_typeinfo and apply_robot_typeinfo(type_name):
+                log.info("dds: %s announces the robot's 0.10.x type information (cyclonedds %s)", type_name, self.version)
             self._topics[key] = Topic(self.participant, name, self._types[type_name])
         return self._topics[key]
 
@@ -325,5 +336,5 @@ class DdsBus:
 
 __all__ = [
     "DdsBus", "DdsError", "RawReader", "RawWriter", "loopback_config_xml", "interface_config_xml",
-    "idl_types", "apply_robot_typeinfo", "generated_typeinfo", "cyclonedds_version", "LOWCMD_TOPIC", "LOWSTATE_TOPIC",
+    "idl_types", "apply_robot_typeinfo", "generated_typeinfo", "robot_typeinfo", "cyclonedds_version", "LOWCMD_TOPIC", "LOWSTATE_TOPIC",
 ]

@@ -8,6 +8,13 @@ from the deployment TOML -> 106x60 Euclidean distance, 87x58 deg, 20 deg down) a
 ``output_rate_hz`` times per second; ``latest_depth()`` returns it as a ``DepthFrame`` stamped with
 the capture time of the source image, so observation age and latency stay honest.
 
+Depth you can trust: a frame older than ``max_frame_age_s`` is stale (the backend stops publishing it and
+the supervisor leaves POLICY); "too close" pixels (the SDK's -inf, closer than ``min_depth_m``) become
+``min_depth_m`` instead of a miss, since a miss reads as 2 m of free space; the fraction of invalid
+pixels per frame is reported. Field of view: no ZED Mini mode covers the training camera's 87 x 58 deg
+(Stereolabs' published focal lengths, ``NOMINAL_FOCAL_PX``: VGA, the widest, is ~87.7 x 56.5 deg), so
+``connect()`` measures how much of the training image can never have data and reports it.
+
 IMU: the SDK gives the orientation as (x, y, z, w) and the gyro in deg/s; ``ImuSample`` holds
 (w, x, y, z) and rad/s (``zed_quat_xyzw_to_wxyz``, ``deg_s_to_rad_s``), in the camera's IMAGE frame
 (x right, y down, z forward); ``to_base`` rotates the vectors with the mount rotation. The Go2's own
@@ -39,6 +46,19 @@ PYZED_INSTALL_HINT = (
 )
 
 
+#: Stereolabs' published nominal focal length per resolution (ZED and ZED Mini: support article "What is the camera
+#: focal length and field of view?"), in pixels, with the image size. A factory calibration of a ZED Mini's left lens
+#: at VGA reads fx = fy = 350.5 px (tests/fakes/fake_zed.py); the real values come from the SDK at runtime.
+NOMINAL_FOCAL_PX = {"HD2K": (2208, 1242, 1400.0), "HD1080": (1920, 1080, 1400.0), "HD720": (1280, 720, 700.0),
+                    "VGA": (672, 376, 350.0)}
+
+
+def nominal_fov_deg(resolution: str) -> Tuple[float, float]:
+    """(horizontal, vertical) field of view of a ZED Mini resolution from the published focal length."""
+    w, h, f = NOMINAL_FOCAL_PX[resolution]
+    return 2.0 * math.degrees(math.atan(w / (2.0 * f))), 2.0 * math.degrees(math.atan(h / (2.0 * f)))
+
+
 class ZedError(RuntimeError):
     """The ZED Mini cannot be used (SDK missing, camera not found, grab failures); the message says why."""
 
@@ -58,13 +78,15 @@ class ZedMiniConfig:
     output_rate_hz: float = 50.0
     source_stride: int = 2
     grab_timeout_s: float = 1.0  # no frame for this long: reported in stats and the log
+    max_frame_age_s: float = 0.2  # older depth is stale: not published, and the supervisor leaves POLICY
 
     @classmethod
     def from_section(cls, sec: Any) -> "ZedMiniConfig":
         return cls(serial_number=sec.serial_number, resolution=sec.resolution, fps=sec.fps, depth_mode=sec.depth_mode,
                    min_depth_m=sec.min_depth_m, max_depth_m=sec.max_depth_m, mount_pos_base_m=tuple(sec.mount_pos_base_m),
                    mount_roll_deg=sec.mount_roll_deg, mount_pitch_down_deg=sec.mount_pitch_down_deg,
-                   mount_yaw_deg=sec.mount_yaw_deg, output_rate_hz=sec.output_rate_hz, source_stride=sec.source_stride)
+                   mount_yaw_deg=sec.mount_yaw_deg, output_rate_hz=sec.output_rate_hz, source_stride=sec.source_stride,
+                   max_frame_age_s=sec.max_frame_age_s)
 
     def rotation_base_from_camera(self) -> np.ndarray:
         return rotation_base_from_camera(self.mount_roll_deg, self.mount_pitch_down_deg, self.mount_yaw_deg)
@@ -194,6 +216,8 @@ class ZedMini:
         self._reproject_ms: deque = deque(maxlen=200)
         self._last_source_stamp = 0
         self.counters = {"frames": 0, "reprojected": 0, "grab_failures": 0, "errors": 0}
+        self.uncovered_fraction = float("nan")  # of the training image, outside the ZED's view (never any data)
+        self.last_quality = {"invalid_fraction": float("nan"), "too_close_fraction": float("nan"), "holes_fraction": float("nan")}
 
     def connect(self) -> None:
         if self.source is None:
@@ -203,6 +227,10 @@ class ZedMini:
         intr = self.source.intrinsics.scaled(s) if s > 1 else self.source.intrinsics
         self.reprojector = DepthReprojector(intr, self.config.rotation_base_from_camera(), self.config.mount_pos_base_m,
                                             self.camera, min_depth_m=self.config.min_depth_m, max_depth_m=self.config.max_depth_m)
+        self.uncovered_fraction = self.reprojector.uncovered_fraction()
+        if self.uncovered_fraction > 0.005:
+            log.warning("ZED Mini (%s, fx %.1f px): %.1f %% of the training camera's image is outside its view and "
+                        "always reads 2 m (free)", self.config.resolution, intr.fx_px * s, 100 * self.uncovered_fraction)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="krabby-zed", daemon=True)
         self._thread.start()
@@ -239,7 +267,9 @@ class ZedMini:
                 if time.monotonic() - last_out < min_period:
                     continue
                 t0 = time.perf_counter()
-                dist = self.reprojector(depth[::s, ::s] if s > 1 else depth)
+                src = self.clean_depth(depth[::s, ::s] if s > 1 else depth)
+                dist = self.reprojector(src)
+                self.last_quality["holes_fraction"] = float(np.mean(~np.isfinite(dist)))
                 self._reproject_ms.append((time.perf_counter() - t0) * 1e3)
                 self._depth = DepthFrame(stamp, dist)
                 self._last_source_stamp = stamp
@@ -251,8 +281,21 @@ class ZedMini:
                     log.exception("ZED capture failed")
                 time.sleep(0.01)
 
+    def clean_depth(self, planar_m: np.ndarray) -> np.ndarray:
+        """Too close (-inf) -> ``min_depth_m``, the nearest value the camera can vouch for; count the pixels with no
+        measurement (NaN: occlusion, low confidence). +inf ("too far") is a valid reading of free space."""
+        too_close = np.isneginf(planar_m)
+        self.last_quality["too_close_fraction"] = float(np.mean(too_close))
+        self.last_quality["invalid_fraction"] = float(np.mean(np.isnan(planar_m)))
+        return np.where(too_close, np.float32(self.config.min_depth_m), planar_m)
+
     def latest_depth(self) -> Optional[DepthFrame]:
         return self._depth
+
+    def depth_age_s(self) -> Optional[float]:
+        """Age of the newest depth frame (capture time), None before the first one."""
+        d = self._depth
+        return (clock.now_ns() - d.stamp_ns) * 1e-9 if d is not None else None
 
     def latest_imu(self) -> Optional[ImuSample]:
         return self._imu
@@ -265,9 +308,12 @@ class ZedMini:
             "capture_rate_hz": rate,
             "reproject_ms_p50": float(np.percentile(self._reproject_ms, 50)) if self._reproject_ms else float("nan"),
             "frame_age_ms": (clock.now_ns() - d.stamp_ns) * 1e-6 if d is not None else None,
+            "max_frame_age_ms": self.config.max_frame_age_s * 1e3,
+            "uncovered_fraction": self.uncovered_fraction,
+            **self.last_quality,
             **self.counters,
         }
 
 
 __all__ = ["ZedMini", "ZedMiniConfig", "PyZedSource", "ImuSample", "ZedError", "zed_quat_xyzw_to_wxyz", "deg_s_to_rad_s",
-           "camera_pitch_down_from_gravity_deg", "PYZED_INSTALL_HINT"]
+           "camera_pitch_down_from_gravity_deg", "PYZED_INSTALL_HINT", "NOMINAL_FOCAL_PX", "nominal_fov_deg"]

@@ -44,9 +44,11 @@ class Go2RobotBackend(HalBackend):
         self.extras = extras
         self.terrain_is_flat = terrain_is_flat
         self.provides_depth = camera is not None
+        self.max_depth_age_s = float(getattr(getattr(camera, "config", None), "max_frame_age_s", 0.2))
         self.provides_height_scan = extras is not None and getattr(extras, "provides_height_scan", False)
         self.provides_navigation = True
         self.last_feedback: Optional[Go2Feedback] = None
+        self.last_navigation: Optional[NavigationCommand] = None  # what the policy was last told (dashboard)
 
     def connect(self) -> None:
         self.lowlevel.listeners.append(self._on_feedback)
@@ -86,7 +88,12 @@ class Go2RobotBackend(HalBackend):
         )
         frame = SensorFrame(state=state)
         if self.camera is not None:
-            frame.depth = self.camera.latest_depth()
+            depth = self.camera.latest_depth()
+            age_s = (clock.now_ns() - depth.stamp_ns) * 1e-9 if depth is not None else None
+            self.supervisor.on_depth_age(age_s)
+            # a stalled camera must not feed the policy its last frame forever: stale depth is not published
+            if depth is not None and age_s <= self.max_depth_age_s:
+                frame.depth = depth
         vel = self.operator.velocity()
         nav = NavigationCommand(clock.now_ns(), vel.forward_m_s, vel.yaw_rad, vel.yaw_rad, terrain_is_flat=self.terrain_is_flat)
         if self.extras is not None:
@@ -95,8 +102,10 @@ class Go2RobotBackend(HalBackend):
                 frame.height_scan = scan
             sim_nav = self.extras.latest_navigation()
             if sim_nav is not None and getattr(self.extras, "use_navigation", False):
-                nav = sim_nav
+                # the operator's speed and yaw keys drive the rehearsal too; the simulator knows the terrain
+                nav.terrain_is_flat = sim_nav.terrain_is_flat
         frame.navigation = nav
+        self.last_navigation = nav
         return frame
 
     def apply(self, command: ActuatorCommand) -> None:

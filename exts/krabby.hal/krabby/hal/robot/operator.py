@@ -18,10 +18,15 @@ R2=4 L2=5 F1=6 F2=7 A=8 B=9 X=10 Y=11 UP=12 RIGHT=13 DOWN=14 LEFT=15; floats lx@
 | arm_policy | START | a | STANDING -> POLICY |
 | disarm_policy | B | d | POLICY -> back to standing |
 | damp | L2+B | x | -> DAMPING |
+| lie_down | L2+DOWN | g | standing/walking -> sit down -> DAMPING |
 | quit | - | q | leave the runner (damps first) |
 
 Sticks: left stick up/down = forward speed, right stick left/right = yaw command. Keyboard: w/z
 +-0.1 m/s, j/l yaw, k zero both.
+
+Remote lost: like Unitree's own deploy code (unitree_sdk2 ``dds_wrapper/robots/go2/go2_sub.h``), a remote
+that was seen and then sends 40 zero bytes is gone; ``remote_lost_s()`` says for how long, and the runner
+stands the robot, then lies it down.
 """
 
 from __future__ import annotations
@@ -39,10 +44,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 log = logging.getLogger("krabby.hal.robot.operator")
 
 ACTIONS = ("estop", "clear_estop", "enable_torque", "disable_torque", "stand_up", "arm_policy",
-           "disarm_policy", "damp", "quit")
+           "disarm_policy", "damp", "lie_down", "quit")
 
 REMOTE_BUTTONS = ("R1", "L1", "START", "SELECT", "R2", "L2", "F1", "F2", "A", "B", "X", "Y", "UP", "RIGHT", "DOWN", "LEFT")
 BUTTON_BIT = {name: i for i, name in enumerate(REMOTE_BUTTONS)}
+#: header bytes of the simulated remote: Unitree's sources do not publish the real ones; only "all 40 bytes
+#: zero = no remote" matters (go2_sub.h), so any non-zero value serves the rehearsal
+REMOTE_HEAD = b"\x55\x51"
 
 #: combos checked in this order; the first that matches a *newly completed* combo fires
 REMOTE_COMBOS: Tuple[Tuple[Tuple[str, ...], str], ...] = (
@@ -53,13 +61,14 @@ REMOTE_COMBOS: Tuple[Tuple[Tuple[str, ...], str], ...] = (
     (("L1", "R1", "B"), "disable_torque"),
     (("L2", "A"), "stand_up"),
     (("L2", "B"), "damp"),
+    (("L2", "DOWN"), "lie_down"),
     (("START",), "arm_policy"),
     (("B",), "disarm_policy"),
 )
 
 KEYMAP: Dict[str, str] = {
     " ": "estop", "c": "clear_estop", "t": "enable_torque", "T": "disable_torque", "s": "stand_up",
-    "a": "arm_policy", "d": "disarm_policy", "x": "damp", "q": "quit",
+    "a": "arm_policy", "d": "disarm_policy", "x": "damp", "g": "lie_down", "q": "quit",
 }
 
 
@@ -91,6 +100,7 @@ def encode_wireless_remote(buttons: Iterable[str] = (), lx: float = 0.0, rx: flo
     for b in buttons:
         keys |= 1 << BUTTON_BIT[b]
     buf = bytearray(40)
+    buf[0:2] = REMOTE_HEAD  # a connected remote never sends 40 zero bytes
     struct.pack_into("<H", buf, 2, keys)
     struct.pack_into("<3f", buf, 4, lx, rx, ry)
     struct.pack_into("<f", buf, 20, ly)
@@ -123,6 +133,7 @@ class Operator:
         self._vel = VelocityCommand(default_forward_m_s, 0.0)
         self._remote_buttons: set = set()
         self._remote_seen = False
+        self._remote_live_s: Optional[float] = None  # monotonic time of the last non-zero remote frame
         self.log: List[str] = []
         self.handler: Optional[Callable[[str, str], None]] = None  # called at once for each action
 
@@ -160,6 +171,8 @@ class Operator:
     # ------------------------------------------------------------------------- unitree remote
     def on_remote(self, data: bytes) -> None:
         """Feed each LowState_.wireless_remote; fires actions on button press edges."""
+        if any(data):
+            self._remote_live_s = time.monotonic()
         r = decode_wireless_remote(data)
         pressed = {b for b in REMOTE_BUTTONS if r.pressed(b)}
         newly = pressed - self._remote_buttons
@@ -172,6 +185,11 @@ class Operator:
                 self.submit(action, "remote")
         if self._remote_seen:
             self.set_velocity(self._stick(r.ly) * self.max_forward_m_s, -self._stick(r.rx) * self.max_yaw_rad)
+
+    def remote_lost_s(self) -> float:
+        """Seconds since the remote last sent a non-zero frame (0 while it does, or if there never was one)."""
+        t = self._remote_live_s
+        return 0.0 if t is None else max(0.0, time.monotonic() - t)
 
     # ------------------------------------------------------------------------------ keyboard
     def on_key(self, ch: str) -> None:

@@ -63,6 +63,7 @@ class StackOptions:
     observation_bind: Optional[str] = None
     command_bind: Optional[str] = None
     defer_inputs: bool = False  # True: the caller starts operator inputs with start_inputs()
+    release_sport_mode: bool = False  # release Unitree's sport mode at start (else the deployment's [dds] sport_mode)
 
 
 class RobotHalServer(HalServer):
@@ -140,7 +141,13 @@ class RobotStack:
         sup_cfg.allow_live = bool(o.live or o.sim)
         self.supervisor = RobotSupervisor(self.profile, sup_cfg)
         op = deploy.operator
-        self.operator = Operator(op.max_forward_m_s, op.max_yaw_rad, op.stick_deadband, op.default_forward_m_s)
+        # --sim: the rehearsal walks at the simulator's speed until the operator changes it (w/z, j/l)
+        default_fwd = op.default_forward_m_s
+        if o.sim:
+            from .sim_node import SimNodeConfig
+
+            default_fwd = SimNodeConfig().forward_speed_m_s
+        self.operator = Operator(op.max_forward_m_s, op.max_yaw_rad, op.stick_deadband, default_fwd)
         self.operator.handler = self.handle_action
         self.messages: List[str] = []
         self.quit = threading.Event()
@@ -153,6 +160,7 @@ class RobotStack:
         self._tick_thread: Optional[threading.Thread] = None
         self._tick_times: List[float] = []
         self.tick_errors = 0
+        self.versions: Dict[str, Any] = {}
         self.started_ns = 0
 
     # ---------------------------------------------------------------------------- lifecycle
@@ -173,8 +181,19 @@ class RobotStack:
                 domain_id=o.domain_id if o.domain_id is not None else d.dds.domain_id,
                 network_interface=d.dds.network_interface, write_rate_hz=d.dds.write_rate_hz,
                 motor_joint_names=d.dds.motor_joint_names, foot_force_names=d.dds.foot_force_names,
-                foot_force_n_per_count=d.dds.foot_force_n_per_count, foot_force_offset_counts=d.dds.foot_force_offset_counts)
+                foot_force_n_per_count=d.dds.foot_force_n_per_count, foot_force_offset_counts=d.dds.foot_force_offset_counts,
+                check_lowstate_crc=self._lowstate_crc_check(), rt_priority=d.dds.writer_rt_priority,
+                lock_memory=d.dds.writer_lock_memory,
+                cpu_affinity=[int(c) for c in d.dds.writer_cpu_affinity.split(",") if c.strip()] or None)
+            self._warn_uncalibrated()
+        try:
+            self._preflight(ll_cfg)
+        except BaseException:
+            self.stop()
+            raise
         self.camera = self._make_camera()
+        if self.camera is not None:  # the robot stands back up when depth goes stale in POLICY
+            self.supervisor.config.depth_max_age_s = self.camera.config.max_frame_age_s
         lowlevel = Go2LowLevel(self.profile, ll_cfg)
         self.backend = Go2RobotBackend(self.profile, lowlevel, self.supervisor, self.operator, camera=self.camera,
                                        extras=extras, terrain_is_flat=d.operator.terrain_is_flat)
@@ -186,6 +205,12 @@ class RobotStack:
         if not lowlevel.wait_for_state(5.0 if o.sim else 3.0):
             log.warning("no LowState_ from the robot yet on DDS domain %d (%s): waiting; check the cable/interface",
                         ll_cfg.domain_id, ll_cfg.network_interface or "loopback")
+        else:
+            try:
+                self._check_versions(lowlevel)
+            except RunnerError:
+                self.stop()
+                raise
         dep = d.deployment
         hal_cfg = dep.server_config(
             observation_bind=o.observation_bind or dep.observation_bind, command_bind=o.command_bind or dep.command_bind,
@@ -209,14 +234,77 @@ class RobotStack:
             self.start_inputs()
         return self
 
-    def _make_camera(self) -> Any:
+    def _lowstate_crc_check(self) -> bool:
+        mode = self.deploy.dds.lowstate_crc
+        if mode not in ("enforce", "ignore"):
+            raise RunnerError(f'[dds] lowstate_crc = "{mode}": use "enforce" (the robot) or "ignore" (unitree_mujoco)')
+        if mode == "ignore":
+            log.warning('[dds] lowstate_crc = "ignore": LowState_ CRCs are not checked (for simulators only, never the robot)')
+        return mode == "enforce"
+
+    def _warn_uncalibrated(self) -> None:
+        from .calibrate import feet_uncalibrated
+
+        d = self.deploy.dds
+        if feet_uncalibrated(d.foot_force_n_per_count, d.foot_force_offset_counts):
+            line = ("FOOT CONTACT UNCALIBRATED: [dds] foot_force_n_per_count = 1.0 and offset 0 are placeholders; every real "
+                    "foot reads 'in contact'. Run `krabby-calibrate feet --deploy <profile> --write` before a live run.")
+            log.warning("%s\n%s\n%s", "!" * 100, line, "!" * 100)
+            self.messages.append(line)
+
+    def _check_versions(self, lowlevel: Go2LowLevel) -> None:
+        """Log SDK, DDS and robot firmware versions; refuse a robot the profile does not list (when it lists any)."""
+        import platform
+
+        from .. import __version__ as krabby_version
+
+        v = lowlevel.robot_versions or {}
+        robot = f"lowstate {'.'.join(str(x) for x in v.get('lowstate_version', []))} bms {v.get('bms_version', '?')}"
+        self.versions = {"krabby": krabby_version, "python": platform.python_version(),
+                         "cyclonedds": lowlevel.bus.version if lowlevel.bus else "?", "robot": robot,
+                         "serial": v.get("serial")}
+        log.warning("versions: krabby %s, Python %s, cyclonedds %s (the Go2 runs Cyclone DDS 0.10.x), robot %s, serial %s",
+                    *self.versions.values())
+        allowed = self.deploy.dds.allowed_robot_versions
+        if allowed and robot not in allowed:
+            raise RunnerError(f"robot reports '{robot}', not in [dds] allowed_robot_versions {allowed}: "
+                              "rehearse with this firmware, then add it")
+
+    def _preflight(self, ll_cfg: Go2LowLevelConfig) -> None:
+        """Before the writer starts: Unitree's sport mode off (or released), nobody else on rt/lowcmd."""
+        from ..devices.go2_motion_switcher import SportModeError, preflight
+
+        d = self.deploy.dds
+        policy = "release" if self.options.release_sport_mode else d.sport_mode
+        try:
+            bus = dds.DdsBus(ll_cfg.domain_id, ll_cfg.config_xml())
+        except dds.DdsError as e:
+            raise RunnerError(str(e)) from None
+        try:
+            # --sim: the simulated node's service is certainly there, but discovery on a loaded laptop can be slow
+            timeout_s = max(d.motion_switcher_timeout_s, 10.0) if self.options.sim else d.motion_switcher_timeout_s
+            summary = preflight(bus, sport_mode=policy, probe_s=d.lowcmd_probe_s, timeout_s=timeout_s)
+        except (SportModeError, ValueError) as e:
+            raise RunnerError(str(e)) from None
+        finally:
+            bus.close()
+        log.info("preflight: %s", summary)
+
+    def _camera_mode(self) -> str:
         mode = self.options.camera
         if mode == "auto":
             mode = "none" if self.options.sim or not self.deploy.zed.enabled else "zed"
-        if mode == "none":
-            return None
-        if mode != "zed":
+        if mode not in ("zed", "none"):
             raise RunnerError(f"--camera {mode!r}: use auto, zed or none")
+        return mode
+
+    def provides(self) -> Dict[str, bool]:
+        """Which policy inputs this stack will publish, known before ``start()``: a depth camera, a height scan."""
+        return {"depth": self._camera_mode() == "zed", "height_scan": bool(self.options.sim)}
+
+    def _make_camera(self) -> Any:
+        if self._camera_mode() == "none":
+            return None
         from ..devices.zed_mini import ZedMini, ZedMiniConfig
 
         return ZedMini(self.profile.camera, ZedMiniConfig.from_section(self.deploy.zed))
@@ -250,6 +338,7 @@ class RobotStack:
                     del self._tick_times[:250]
                 if self.server.supervisor.state == SafetyState.ESTOP and self.supervisor.mode != Mode.ESTOP:
                     self.supervisor.estop("(e-stop from a HAL client)")
+                self._check_remote()
             except NoRobotStateError:
                 pass
             except Exception:
@@ -263,11 +352,28 @@ class RobotStack:
             else:
                 nxt = time.monotonic_ns()
 
+    def request_stop(self, reason: str) -> None:
+        """Damp now and ask the runner to stop (signals, uncaught thread exceptions: robot/shutdown.py)."""
+        if self.supervisor.mode != Mode.ESTOP:
+            self.supervisor.damp(reason)
+        self.quit.set()
+
+    def _check_remote(self) -> None:
+        """Remote lost (seen, then silent): leave POLICY to standing, then lie down and damp."""
+        lost, op, sup = self.operator.remote_lost_s(), self.deploy.operator, self.supervisor
+        if lost <= op.remote_timeout_s:
+            return
+        if sup.mode == Mode.POLICY:
+            self.handle_result("remote lost", *sup.disarm_policy(f"(remote silent for {lost:.1f} s: back to standing)"))
+        elif sup.mode in (Mode.STANDING, Mode.STANDING_UP) and lost > op.remote_timeout_s + op.remote_lost_lie_down_s:
+            self.handle_result("remote lost", *sup.lie_down(f"(remote silent for {lost:.1f} s: lying down)"))
+
     def stop(self) -> None:
-        """Damp, then shut everything down (safe to call twice)."""
-        if self.supervisor.mode in (Mode.STANDING_UP, Mode.STANDING, Mode.POLICY):
-            self.supervisor.damp("(runner stopping)")
-            time.sleep(0.1)  # a few damping LowCmd_ before the writer stops
+        """Damp, keep sending damping frames for ``shutdown_damp_s``, then shut everything down (safe to call twice)."""
+        if self.backend is not None:
+            if self.supervisor.mode != Mode.ESTOP:
+                self.supervisor.damp("(runner stopping)")
+            time.sleep(self.supervisor.config.shutdown_damp_s)  # the 500 Hz writer sends damping LowCmd_ meanwhile
         for i in self._inputs:
             i.stop()
         self._inputs = []
@@ -308,7 +414,10 @@ class RobotStack:
                 self.server.supervisor.clear_estop(now)
         else:
             ok, msg = getattr(sup, action)()
-        line = f"{time.strftime('%H:%M:%S')} {source}: {action} -> {msg}"
+        self.handle_result(f"{source}: {action}", ok, msg)
+
+    def handle_result(self, what: str, ok: bool, msg: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {what} -> {msg}"
         (log.info if ok else log.warning)(line)
         self.messages.append(line)
         del self.messages[:-20]
@@ -326,7 +435,16 @@ class RobotStack:
         if self.camera is not None:
             out["camera"] = self.camera.stats()
         vel = self.operator.velocity()
-        out["operator"] = {"forward_m_s": vel.forward_m_s, "yaw_rad": vel.yaw_rad}
+        out["operator"] = {"forward_m_s": vel.forward_m_s, "yaw_rad": vel.yaw_rad, "remote_lost_s": self.operator.remote_lost_s()}
+        be = self.backend
+        fb = be.lowlevel.latest() if be is not None else None
+        if fb is not None:
+            thr = self.profile.contact_threshold_n
+            out["battery"] = {"voltage_v": fb.power_v, "current_a": fb.power_a, "soc_pct": fb.battery_soc_pct}
+            out["contacts"] = {n.replace("_foot", ""): bool(f > thr) for n, f in zip(self.profile.foot_names, fb.foot_force_n)}
+        nav = be.last_navigation if be is not None else None
+        if nav is not None:  # what the policy is told, which in --sim is not necessarily the keys' value
+            out["navigation"] = {"forward_m_s": nav.forward_speed_m_s, "yaw_rad": nav.delta_yaw_rad}
         return out
 
 

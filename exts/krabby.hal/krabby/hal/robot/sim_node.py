@@ -13,9 +13,13 @@ CI with nothing changed but the network config:
 - starts lying on the ground, motors off, like a real Go2 before stand-up;
 - optionally publishes what only a simulator knows (the training height scan and goal headings) on a
   ZeroMQ PUB ``extras_bind``, so teacher policies can be rehearsed (``SimExtrasClient``);
+- hosts the robot's motion_switcher service (``sport_mode``: the mode that is active at boot, ""
+  = released; while a mode is active the node ignores rt/lowcmd, as the robot's own controller owns
+  the motors), so the runner's sport-mode checks are rehearsed too;
+- keeps a short log of what arrived on rt/lowcmd (``lowcmd_log``: time, max kp, max kd) for tests;
 - fault injection for tests and rehearsals (``press``, ``set_motor_temperature``, ``tilt``), also
   over stdin when run as a program: ``press SELECT 0.3``, ``temp 80``, ``temp FR_calf_joint 80``,
-  ``tilt 1.2``, ``quit``.
+  ``tilt 1.2``, ``remote off`` / ``remote on`` (out of range: 40 zero bytes), ``quit``.
 
 The physics source is pluggable: ``physics="mujoco"`` wraps ``backends.mujoco_backend.MujocoBackend``
 (stepped one physics step per control step via a profile copy with decimation 1); ``"double"``
@@ -33,6 +37,7 @@ import math
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional
 
@@ -58,9 +63,12 @@ class SimNodeConfig:
     realtime: bool = True
     start_lying: bool = True  # let the robot collapse with motors off before the node goes live
     foot_force_counts_per_n: float = 1.0
+    foot_force_offset_counts: float = 0.0  # what an unloaded foot reads (a real Go2's sensors have an offset)
     motor_temperature_c: float = 35.0
     extras_bind: Optional[str] = None  # ZeroMQ PUB for the height scan / navigation (sim-only data)
     forward_speed_m_s: float = 0.5  # the sim's navigation command, for extras
+    sport_mode: str = ""  # Unitree sport mode active at start ("normal", ...); "" = released
+    version: tuple = (0, 0)  # LowState_.version of the simulated board (a real Go2's values are firmware-specific)
 
 
 class SimGo2Node:
@@ -72,12 +80,17 @@ class SimGo2Node:
         self._lock = threading.Lock()
         self._cmd: Optional[LowCmd] = None
         self._remote = bytes(40)
+        self.remote_connected = True  # False: the remote is out of range (LowState_.wireless_remote all zero)
         self._remote_until = 0.0
         self._temps = np.full(p.num_joints, float(self.config.motor_temperature_c))
         self._tilt_request: Optional[float] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self.counters = {"lowcmd": 0, "lowcmd_crc_errors": 0, "lowstate": 0, "steps": 0, "late_steps": 0}
+        self.counters = {"lowcmd": 0, "lowcmd_crc_errors": 0, "lowstate": 0, "steps": 0, "late_steps": 0,
+                         "lowcmd_ignored_sport_mode": 0}
+        self.lowcmd_log: deque = deque(maxlen=20000)  # (monotonic s, max kp, max kd) per received LowCmd_
+        self.motion_switcher: Any = None
+        self.hoisted = False  # True: the feet carry no load (foot-force calibration)
         self.physics: Any = None
         self.bus: Optional[dds.DdsBus] = None
         self._extras_pub = None
@@ -128,6 +141,9 @@ class SimGo2Node:
         self.bus = dds.DdsBus(cfg.domain_id, cfg.dds_config_xml or dds.loopback_config_xml())
         self._writer = self.bus.writer(dds.LOWSTATE_TOPIC, "LowState_")
         self._reader = self.bus.reader(dds.LOWCMD_TOPIC, "LowCmd_", self._on_lowcmd)
+        from ..devices.go2_motion_switcher import SimMotionSwitcher
+
+        self.motion_switcher = SimMotionSwitcher(self.bus, mode_name=cfg.sport_mode)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="krabby-sim-go2", daemon=True)
         self._thread.start()
@@ -182,6 +198,10 @@ class SimGo2Node:
         except CodecError:
             self.counters["lowcmd_crc_errors"] += 1
             return
+        self.lowcmd_log.append((time.monotonic(), max(m.kp for m in cmd.motor_cmd), max(m.kd for m in cmd.motor_cmd)))
+        if self.motion_switcher is not None and self.motion_switcher.mode.active:
+            self.counters["lowcmd_ignored_sport_mode"] += 1  # the robot's own controller owns the motors
+            return
         with self._lock:
             self._cmd = cmd
         self.counters["lowcmd"] += 1
@@ -200,11 +220,13 @@ class SimGo2Node:
         return ActuatorCommand(ActuatorMode.POSITION, target, kp, kd)
 
     def _lowstate(self, frame: Any, tick: int) -> LowState:
-        st = LowState()
+        st = LowState(version=list(self.config.version))
         s = frame.state
         with self._lock:
             temps = self._temps.copy()
-            remote = self._remote if time.monotonic() < self._remote_until else bytes(40)
+            remote = self._remote if time.monotonic() < self._remote_until else encode_wireless_remote()
+            if not self.remote_connected:
+                remote = bytes(40)
         for j, slot in enumerate(self._slot_of_joint):
             m = st.motor_state[int(slot)]
             m.mode = 0x01
@@ -220,7 +242,9 @@ class SimGo2Node:
                    math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x)))),
                    math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))]
         imu.temperature = 40
-        counts = np.clip(np.round(np.asarray(s.foot_force_n) * self.config.foot_force_counts_per_n), -32768, 32767)
+        force_n = np.zeros(len(s.foot_force_n)) if self.hoisted else np.asarray(s.foot_force_n)
+        counts = np.clip(np.round(force_n * self.config.foot_force_counts_per_n + self.config.foot_force_offset_counts),
+                         -32768, 32767)
         st.foot_force = [int(c) for c in counts]
         st.foot_force_est = list(st.foot_force)
         st.tick = tick & 0xFFFFFFFF
@@ -357,6 +381,8 @@ def _stdin_commands(node: SimGo2Node, done: threading.Event) -> None:
                     node.set_motor_temperature(float(parts[1]))
                 else:
                     node.set_motor_temperature(float(parts[2]), parts[1])
+            elif parts[0] == "remote":  # remote off | remote on
+                node.remote_connected = parts[1] == "on"
             elif parts[0] == "tilt":
                 node.tilt(float(parts[1]))
             elif parts[0] == "stats":
@@ -380,12 +406,14 @@ def main(argv: Optional[list] = None) -> None:
     ap.add_argument("--extras", default=None, help="ZeroMQ PUB endpoint for the sim-only height scan / navigation")
     ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     ap.add_argument("--no-stdin", action="store_true", help="ignore stdin (no fault-injection commands)")
+    ap.add_argument("--sport-mode", default="", help='Unitree sport mode active at start (e.g. "normal"); default released')
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
         node = SimGo2Node(load_robot_profile(a.robot), SimNodeConfig(domain_id=a.domain, physics=a.physics, terrain=a.terrain,
-                                                                     seed=a.seed, extras_bind=a.extras))
+                                                                     seed=a.seed, extras_bind=a.extras,
+                                                                     sport_mode=a.sport_mode))
         node.start()
     except dds.DdsError as e:
         sys.exit(f"krabby-go2-sim-node: {e}")

@@ -19,6 +19,8 @@ States (``Mode``)::
 - POLICY: the HAL's latest ActuatorCommand (the policy's joint targets, already validated and
   clamped to joint limits by the HAL). If the HAL stops calling ``set_policy_command`` for
   ``policy_watchdog_s``, or the HAL itself went to damping (its own watchdog), -> DAMPING.
+- POLICY -> STANDING_UP (back to the default pose) after ``max_policy_step_errors`` consecutive failed
+  policy steps (``policy_step_result``): a policy that cannot compute must not leave the robot "armed".
 - Every state with torque drops to DAMPING on: |roll| or |pitch| above ``max_tilt_rad`` (fall),
   a motor at or above ``motor_temp_limit_c``, or no LowState for ``state_timeout_s``.
 - Clamps on every output: targets inside the profile's joint limits (less ``joint_limit_margin_rad``),
@@ -35,94 +37,22 @@ called outside the lock.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
 from ..robot_profile import RobotProfile
 from ..types import ActuatorCommand, ActuatorMode
+from .supervisor_types import (
+    TORQUE_MODES, Feedback, Mode, MotorCommand, SupervisorConfig, SupervisorEvent, lie_down_pose, roll_pitch_from_quat_wxyz,
+    smoothstep,
+)
 
 log = logging.getLogger("krabby.hal.robot.supervisor")
-
-
-class Mode(enum.IntEnum):
-    DAMPING = 0
-    STANDING_UP = 1
-    STANDING = 2
-    POLICY = 3
-    ESTOP = 4
-
-
-TORQUE_MODES = (Mode.STANDING_UP, Mode.STANDING, Mode.POLICY)
-
-
-@dataclass
-class SupervisorConfig:
-    """Robot-side safety limits (times in seconds; the deployment TOML's [supervisor] section)."""
-
-    dry_run: bool = True  # send zero torque until the operator enables torque
-    allow_live: bool = False  # False: enable_torque is refused (the runner's --live flag sets this)
-    stand_up_s: float = 2.5
-    stand_kp_nm_per_rad: float = 40.0
-    stand_kd_nm_s_per_rad: float = 2.0
-    damping_kd_nm_s_per_rad: float = 2.0
-    policy_watchdog_s: float = 0.1  # POLICY: no HAL command for this long => DAMPING
-    arm_grace_s: float = 0.1  # POLICY: a non-POSITION HAL output this soon after arming is not yet a stop
-    state_timeout_s: float = 0.1  # any torque mode: no LowState for this long => DAMPING
-    max_tilt_rad: float = 1.0  # |roll| or |pitch| beyond this => DAMPING (training terminated at 1.5)
-    motor_temp_warn_c: float = 65.0
-    motor_temp_limit_c: float = 75.0  # any motor at or above => DAMPING
-    joint_limit_margin_rad: float = 0.0
-    torque_limit_scale: float = 1.0  # fraction of profile.hardware_torque_limit_nm allowed
-
-
-@dataclass
-class Feedback:
-    """The measured robot state the supervisor needs, robot joint order."""
-
-    stamp_ns: int
-    joint_pos_rad: np.ndarray
-    joint_vel_rad_s: np.ndarray
-    base_quat_wxyz: np.ndarray
-    motor_temp_c: np.ndarray
-
-
-@dataclass
-class MotorCommand:
-    """What the writer sends this cycle (robot order). ``zero_torque``: kp = kd = tau = 0 on every motor."""
-
-    target_pos_rad: np.ndarray
-    kp_nm_per_rad: np.ndarray
-    kd_nm_s_per_rad: np.ndarray
-    zero_torque: bool
-    mode: Mode
-    would_send: Optional["MotorCommand"] = None  # in dry run: what would have been sent
-
-
-@dataclass
-class SupervisorEvent:
-    stamp_ns: int
-    kind: str
-    detail: str = ""
-
-
-def roll_pitch_from_quat_wxyz(q: np.ndarray) -> tuple:
-    """Isaac Lab XYZ Euler roll and pitch of a world-from-base quaternion (w, x, y, z)."""
-    w, x, y, z = (float(v) for v in q)
-    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    s = max(-1.0, min(1.0, 2.0 * (w * y - z * x)))
-    return roll, math.asin(s)
-
-
-def _smoothstep(a: float) -> float:
-    a = min(max(a, 0.0), 1.0)
-    return a * a * (3.0 - 2.0 * a)
 
 
 class RobotSupervisor:
@@ -146,7 +76,12 @@ class RobotSupervisor:
         self._estop_reason = ""
         self.events: deque = deque(maxlen=500)
         self.counters = {"torque_clamped": 0, "limit_clamped": 0, "falls": 0, "over_temperature": 0,
-                         "state_timeouts": 0, "policy_watchdog": 0, "hal_damped": 0, "estops": 0, "policy_arms": 0}
+                         "state_timeouts": 0, "policy_watchdog": 0, "hal_damped": 0, "estops": 0, "policy_arms": 0,
+                         "policy_step_errors": 0, "policy_error_stops": 0,
+                         "depth_stale_stops": 0}
+        self._step_errors_in_row = 0
+        self.last_policy_error = ""
+        self._depth_age_s: Optional[float] = None
         self.last_output: Optional[MotorCommand] = None
         self.on_policy_armed: Optional[Callable[[], None]] = None
         self.on_policy_disarmed: Optional[Callable[[], None]] = None
@@ -159,6 +94,7 @@ class RobotSupervisor:
         self._stand_kd = np.full(p.num_joints, self.config.stand_kd_nm_s_per_rad)
         self._damp_kd = np.full(p.num_joints, self.config.damping_kd_nm_s_per_rad)
         self._zeros = np.zeros(p.num_joints)
+        self._lie_pose = lie_down_pose(list(p.joint_names))
 
     # ------------------------------------------------------------------------------ queries
     @property
@@ -247,22 +183,33 @@ class RobotSupervisor:
         with self._lock:
             if self._mode != Mode.STANDING:
                 return False, f"arm the policy only from STANDING (now {self._mode.name})"
-            why = self._unsafe_to_move(now)
+            why = self._unsafe_to_move(now) or self._depth_stale()
             if why:
                 return False, f"cannot arm: {why}"
             hooks = self._set(Mode.POLICY, now, "(operator)")
         self._run(hooks)
         return True, "policy armed"
 
-    def disarm_policy(self) -> tuple:
+    def disarm_policy(self, detail: str = "(operator disarm: back to standing)") -> tuple:
         now = self._now()
         with self._lock:
             if self._mode != Mode.POLICY:
                 return False, f"policy not armed (now {self._mode.name})"
             self._start_ramp(now)
-            hooks = self._set(Mode.STANDING_UP, now, "(operator disarm: back to standing)")
+            hooks = self._set(Mode.STANDING_UP, now, detail)
         self._run(hooks)
         return True, "policy disarmed, returning to the default pose"
+
+    def lie_down(self, detail: str = "(operator)") -> tuple:
+        """Stand -> sit (a smooth ramp to the lying pose) -> damp: a controlled way down before power-off."""
+        now = self._now()
+        with self._lock:
+            if self._mode not in (Mode.STANDING_UP, Mode.STANDING, Mode.POLICY):
+                return False, f"lie down only while standing or walking (now {self._mode.name})"
+            self._start_ramp(now)
+            hooks = self._set(Mode.LYING_DOWN, now, detail)
+        self._run(hooks)
+        return True, "lying down, then damping"
 
     def damp(self, detail: str = "(operator)") -> tuple:
         now = self._now()
@@ -298,12 +245,44 @@ class RobotSupervisor:
         with self._lock:
             self._feedback = fb
 
+    def on_depth_age(self, age_s: Optional[float]) -> None:
+        """Age of the newest depth frame (None: none yet), from the HAL tick; checked only when depth_max_age_s > 0."""
+        with self._lock:
+            self._depth_age_s = age_s
+
+    def _depth_stale(self) -> str:
+        """Why depth cannot be trusted now ('' when fine or not required). Lock held."""
+        limit, age = self.config.depth_max_age_s, self._depth_age_s
+        if limit <= 0:
+            return ""
+        if age is None:
+            return "no depth frame yet"
+        return f"depth frame {age * 1e3:.0f} ms old (limit {limit * 1e3:.0f} ms)" if age > limit else ""
+
     def set_policy_command(self, cmd: ActuatorCommand) -> None:
         """The HAL's per-tick output (``HalBackend.apply``); used only in POLICY."""
         now = self._now()
         with self._lock:
             self._policy_cmd = cmd
             self._policy_cmd_ns = now
+
+    def policy_step_result(self, error: Optional[BaseException]) -> None:
+        """The policy client's verdict on one control step (None = computed); failures in a row leave POLICY."""
+        now = self._now()
+        hooks: list = []
+        with self._lock:
+            if error is None:
+                self._step_errors_in_row = 0
+                return
+            self._step_errors_in_row += 1
+            self.counters["policy_step_errors"] += 1
+            self.last_policy_error = f"{type(error).__name__}: {error}"[:200]
+            n = self._step_errors_in_row
+            if self._mode == Mode.POLICY and n >= self.config.max_policy_step_errors:
+                self.counters["policy_error_stops"] += 1
+                self._start_ramp(now)
+                hooks = self._set(Mode.STANDING_UP, now, f"({n} policy steps failed in a row: {self.last_policy_error})")
+        self._run(hooks)
 
     # ---------------------------------------------------------------------------- the rules
     def _start_ramp(self, now: int) -> None:
@@ -346,7 +325,14 @@ class RobotSupervisor:
             return self._set(Mode.DAMPING, now, f"({self.profile.joint_names[j]} at {fb.motor_temp_c[j]:.0f} C)")
         if mode == Mode.STANDING_UP and (now - self._ramp_start_ns) * 1e-9 >= cfg.stand_up_s:
             return self._set(Mode.STANDING, now, "(ramp done)")
+        if mode == Mode.LYING_DOWN and (now - self._ramp_start_ns) * 1e-9 >= cfg.lie_down_s:
+            return self._set(Mode.DAMPING, now, "(lying down)")
         if mode == Mode.POLICY:
+            stale = self._depth_stale()
+            if stale:
+                self.counters["depth_stale_stops"] += 1
+                self._start_ramp(now)
+                return self._set(Mode.STANDING_UP, now, f"({stale}: back to standing)")
             if (now - self._policy_cmd_ns) * 1e-9 > cfg.policy_watchdog_s:
                 self.counters["policy_watchdog"] += 1
                 return self._set(Mode.DAMPING, now, f"(watchdog: no HAL command for {cfg.policy_watchdog_s:.3f} s)")
@@ -362,8 +348,11 @@ class RobotSupervisor:
         """(targets, kp, kd) of the current mode before clamps (lock held)."""
         p, mode = self.profile, self._mode
         if mode == Mode.STANDING_UP and self._ramp_from is not None:
-            a = _smoothstep((now - self._ramp_start_ns) * 1e-9 / max(self.config.stand_up_s, 1e-6))
+            a = smoothstep((now - self._ramp_start_ns) * 1e-9 / max(self.config.stand_up_s, 1e-6))
             return self._ramp_from + a * (p.default_pos_rad - self._ramp_from), self._stand_kp, self._stand_kd
+        if mode == Mode.LYING_DOWN and self._ramp_from is not None:
+            a = smoothstep((now - self._ramp_start_ns) * 1e-9 / max(self.config.lie_down_s, 1e-6))
+            return self._ramp_from + a * (self._lie_pose - self._ramp_from), self._stand_kp, self._stand_kd
         if mode in (Mode.STANDING, Mode.STANDING_UP):
             return p.default_pos_rad.copy(), self._stand_kp, self._stand_kd
         if mode == Mode.POLICY:
@@ -427,6 +416,8 @@ class RobotSupervisor:
                 "max_motor_temp_c": float(np.max(fb.motor_temp_c)) if fb is not None and fb.motor_temp_c.size else None,
                 "counters": dict(self.counters),
                 "policy_episode": self.counters["policy_arms"],
+                "last_policy_error": self.last_policy_error,
+                "depth_age_s": self._depth_age_s,
                 "last_event": (self.events[-1].kind + " " + self.events[-1].detail) if self.events else "",
             }
 
