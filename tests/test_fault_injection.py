@@ -25,7 +25,7 @@ from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig
 from krabby.hal.testing.faults import LinkPolicy, LossyZmtpProxy, kill_to_safe, spawn_client, wait_ready
 from krabby.hal.testing.fuzz_mutations import rss_bytes
-from krabby.hal.protocol import Ack, Kind, Reason, decode, encode
+from krabby.hal.protocol import Ack, Kind, Reason, decode, encode, hello_payload
 from krabby.hal.safety import SafetyConfig, SafetyState
 from krabby.hal.deploy.curve import CurveClientKeys, CurveServerKeys
 from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair, load_public_key, load_secret_key
@@ -158,7 +158,7 @@ def test_server_restart_client_rehandshakes_and_never_uses_old_telemetry(profile
         server.on_command = lambda ack, msg: ack.accepted and accepted_stamps.append(msg.header.stamp_ns)
         # the server refuses the old session by the header field, whatever the client does
         d = dealer(zmq_context, cmd, keys)
-        assert request(d, encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload={})).header.kind == Kind.WELCOME
+        assert request(d, encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw"))).header.kind == Kind.WELCOME
         assert request(d, command(old_session, 2, profile.default_pos_rad)).reason == Reason.WRONG_SESSION
         d.close(0)
         # the client sees the new session in telemetry and refuses, locally, to command from the old sample
@@ -210,7 +210,7 @@ def test_lossy_link_stale_and_out_of_order_are_refused_and_nothing_wedges(profil
             d = dealer(zmq_context, proxy.endpoint)
             welcome = None
             for attempt in range(20):  # the HELLO itself may be dropped or delayed
-                d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload={}))
+                d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw")))
                 if d.poll(300):
                     msg = decode(d.recv_multipart())
                     if msg.header.kind == Kind.WELCOME:
@@ -271,7 +271,7 @@ def test_reordering_curve_traffic_is_a_connection_error_not_an_accepted_command(
             seq = 1
             while time.monotonic() < deadline and proxy.stats["connections"] < 3:
                 d = dealer(zmq_context, proxy.endpoint, keys)
-                d.send_multipart(encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload={}))
+                d.send_multipart(encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload=hello_payload("raw")))
                 for _ in range(30):
                     seq += 1
                     d.send_multipart(command(server.session_id, seq, profile.default_pos_rad))

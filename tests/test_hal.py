@@ -17,7 +17,7 @@ from conftest import REPO, endpoints
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
-from krabby.hal.protocol import HEADER_SIZE, MAGIC, PROTOCOL_VERSION, Ack, DType, Header, Kind, Reason, decode, encode
+from krabby.hal.protocol import HEADER_SIZE, MAGIC, PROTOCOL_VERSION, Ack, DType, Header, Kind, Reason, decode, encode, hello_payload
 from krabby.hal.safety import SafetyConfig, SafetyState
 from krabby.hal.server import HalError, HalServer, HalServerConfig
 from krabby.hal.types import ActuatorMode
@@ -128,7 +128,7 @@ def raw_request(dealer, frames, timeout_ms=1000):
 
 
 def hello(seq=1, version=PROTOCOL_VERSION):
-    frames = encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload={"client_name": "raw"})
+    frames = encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload=hello_payload("raw"))
     if version != PROTOCOL_VERSION:
         frames[1] = Header(Kind.HELLO, 0, seq, clock.now_ns(), DType.JSON, (), 0, len(frames[2]), version=version).pack()
     return frames
@@ -212,7 +212,14 @@ def test_every_malformed_input_is_refused_and_server_keeps_serving(profile, zmq_
         assert ack.reason == Reason.OK_CLAMPED and ack.clamped
         server.tick()
         np.testing.assert_allclose(server.last_command.target_pos_rad, profile.pos_max_rad)
-        # another client is still served after all that
+        # another client is still served after all that: read-only while the raw dealer commands (one
+        # commander at a time), then it takes over once that one stops and the watchdog trips
+        s = fresh_state(server, good_client)
+        assert good_client.send_command(profile.default_pos_rad, s).reason == Reason.NOT_COMMANDER
+        time.sleep(server.config.safety.watchdog_s + 0.02)
+        server.tick()
+        assert server.supervisor.state == SafetyState.HOLD
+        assert good_client.control("arm").accepted
         s = fresh_state(server, good_client)
         assert good_client.send_command(profile.default_pos_rad, s).reason == Reason.OK
         assert server.supervisor.refusals["NON_FINITE"] == 2

@@ -20,7 +20,7 @@ from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
 from krabby.hal.deploy.profile import DeploymentError, deployment_from_dict, load_deployment
 from krabby.hal.deploy.keys_cli import main as keys_main
-from krabby.hal.protocol import Kind, Reason, Topic, decode, encode
+from krabby.hal.protocol import Kind, Reason, Topic, decode, encode, hello_payload
 from krabby.hal.safety import SafetyConfig
 from krabby.hal.deploy.curve import CurveClientKeys, CurveServerKeys, running_authenticators
 from krabby.hal.deploy.keys import (
@@ -154,7 +154,7 @@ def test_unauthorised_client_never_reaches_the_supervisor(profile, zmq_context, 
             d.curve_serverkey = load_public_key(key_dir / ("mallory.key" if who == "wrong_server_key" else "robot.key"))
         d.connect(server.config.command_bind)
         # the attacker even knows the session id and sends a perfectly valid command
-        d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload={}))
+        d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw")))
         d.send_multipart(encode(Kind.COMMAND, session_id=server.session_id, seq=424242, stamp_ns=clock.now_ns(),
                                 payload=np.asarray(profile.default_pos_rad + 0.2, dtype=np.float32)))
         for _ in range(15):
@@ -218,7 +218,7 @@ def test_plain_telemetry_option_still_authenticates_commands(profile, zmq_contex
         d = zmq_context.socket(zmq.DEALER)  # ...nobody unauthenticated can command
         d.linger = 0
         d.connect(server.config.command_bind)
-        d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload={}))
+        d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw")))
         assert not d.poll(300)
         d.close(0)
     finally:

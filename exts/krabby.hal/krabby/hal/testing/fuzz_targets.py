@@ -40,6 +40,7 @@ from ..protocol import (
     StateLayout,
     decode,
     encode,
+    hello_payload,
     pack_navigation,
     pack_state,
 )
@@ -123,7 +124,7 @@ class CommandFuzzTarget:
 
     def handshake(self) -> None:
         self.seq += 1
-        reply = self.request(encode(Kind.HELLO, session_id=0, seq=self.seq, stamp_ns=clock.now_ns(), payload={"client_name": "fuzz"}))
+        reply = self.request(encode(Kind.HELLO, session_id=0, seq=self.seq, stamp_ns=clock.now_ns(), payload=hello_payload("fuzz")))
         assert reply is not None and getattr(reply, "header", None) is not None and reply.header.kind == Kind.WELCOME, reply
         self.last_seq = -1
 
@@ -154,7 +155,7 @@ class CommandFuzzTarget:
                 base = encode(Kind.CONTROL, session_id=self.server.session_id, seq=self.seq, stamp_ns=clock.now_ns(),
                               payload={"action": action})
             else:
-                base = encode(Kind.HELLO, session_id=0, seq=self.seq, stamp_ns=clock.now_ns(), payload={"client_name": "fuzz"})
+                base = encode(Kind.HELLO, session_id=0, seq=self.seq, stamp_ns=clock.now_ns(), payload=hello_payload("fuzz"))
         return mutate([bytes(f) if not isinstance(f, np.ndarray) else f.tobytes() for f in base], rng,
                       MutationContext(self.server.session_id, self.seq), max_mutations, ops)
 
@@ -162,6 +163,7 @@ class CommandFuzzTarget:
         """Between batches: re-handshake and re-arm, so a fuzzed e-stop or huge seq does not end coverage."""
         now = clock.now_ns()
         self.server.supervisor.clear_estop(now)
+        self.server.supervisor.disarm(now)  # also ends the commander lease of a dealer that was replaced
         self.server.supervisor.arm(now)
         self.handshake()
 
@@ -267,9 +269,9 @@ class CommandFuzzTarget:
                 return decode(d.recv_multipart())
 
             now = clock.now_ns()
-            if req(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=now, payload={"client_name": "after-fuzz"})) is None:
+            if req(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=now, payload=hello_payload("after-fuzz"))) is None:
                 return False
-            for i, action in enumerate(("clear_estop", "arm"), start=2):
+            for i, action in enumerate(("clear_estop", "disarm", "arm"), start=2):  # disarm: take over from the fuzzer
                 req(encode(Kind.CONTROL, session_id=self.server.session_id, seq=i, stamp_ns=clock.now_ns(), payload={"action": action}))
             reply = req(encode(Kind.COMMAND, session_id=self.server.session_id, seq=10, stamp_ns=clock.now_ns(),
                                payload=np.asarray(self.profile.default_pos_rad, dtype=np.float32)))
