@@ -192,10 +192,12 @@ class TelemetryPublisher:
             if topic in ALLOWED_SUBSCRIPTIONS:
                 xpub.setsockopt(zmq.SUBSCRIBE if data[0] == 1 else zmq.UNSUBSCRIBE, topic)
             elif data[0] == 1:
+                if not refused:  # one line per batch at most (and rate-limited): a flood is thousands
+                    self._warn("subscription", "refused subscription %r from %s: not a telemetry topic prefix",
+                               topic[:32], _peer(frame))
                 refused += 1
-                self.stats["subscriptions_refused"] += 1
-                self._warn("subscription", "refused subscription %r from %s: not a telemetry topic prefix",
-                           topic[:32], _peer(frame))
+        if refused:
+            self.stats["subscriptions_refused"] += refused
         return refused
 
     def _on_monitor(self, monitor: zmq.Socket) -> None:
