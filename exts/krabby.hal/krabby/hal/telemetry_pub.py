@@ -4,8 +4,9 @@ libzmq stores every distinct subscription a peer sends and processes subscriptio
 thread uses the publishing socket. With a plain PUB driven by the control tick, one subscriber that
 sent 200 000 subscriptions held 528 MiB and stalled the tick for 0.9 s (audit D2). Here:
 
-- the control tick hands each message to this thread over an inproc PUSH (``send`` never blocks;
-  when the thread is behind, the message is dropped and counted in ``stats["telemetry_dropped"]``);
+- the control tick hands each message to this thread through a bounded queue and rings an inproc
+  doorbell (``send`` never blocks; when the thread is behind, the *oldest* queued message is dropped,
+  so the newest state always goes out, and counted in ``stats["telemetry_dropped"]``);
 - the thread owns an XPUB in manual mode and applies only subscriptions that are a prefix of a
   telemetry topic (``""``, everything, included); others are refused, counted and logged (rate-limited);
 - every tcp subscriber has an upstream byte budget: ``UPSTREAM_BUDGET_BYTES`` plus
@@ -25,7 +26,7 @@ import struct
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 import zmq
@@ -40,7 +41,8 @@ UPSTREAM_BUDGET_BYTES = 4096
 UPSTREAM_BYTES_PER_S = 64.0  # room for ZMTP heartbeats (a PING is ~10 bytes)
 MAX_UPSTREAM_MSG_BYTES = 1024  # CURVE's INITIATE with metadata is ~300 bytes; a subscription ~16
 SUBSCRIBER_RCVBUF_BYTES = 8192
-QUEUE_HWM = 32  # messages between the tick and this thread (a tick publishes at most 5)
+QUEUE_LEN = 64  # messages between the tick and this thread (a tick publishes at most 5)
+DOORBELL_HWM = 1000  # empty rings; large so that a ring is never refused while the queue holds a message
 CHECK_EVERY_S = 0.25
 
 _TCP_INFO_BYTES_RECEIVED = 128  # offset of tcpi_bytes_received (u64) in Linux's struct tcp_info (>= 4.1)
@@ -73,7 +75,8 @@ class TelemetryPublisher:
                  warn: RateLimitedLog, bind: Any):
         self.context, self.endpoint, self.sndhwm, self.security = context, endpoint, sndhwm, security
         self.stats, self._warn, self._bind = stats, warn, bind
-        self._queue = f"inproc://krabby-hal-telemetry-{uuid.uuid4().hex}"
+        self._doorbell = f"inproc://krabby-hal-telemetry-{uuid.uuid4().hex}"
+        self._queue: deque = deque(maxlen=QUEUE_LEN)
         self._push: zmq.Socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -85,8 +88,8 @@ class TelemetryPublisher:
     def start(self) -> None:
         push = self.context.socket(zmq.PUSH)
         push.linger = 0
-        push.sndhwm = QUEUE_HWM
-        push.bind(self._queue)
+        push.sndhwm = DOORBELL_HWM
+        push.bind(self._doorbell)
         self._push = push
         self._thread = threading.Thread(target=self._serve, name="krabby-hal-telemetry-pub", daemon=True)
         self._thread.start()
@@ -96,14 +99,17 @@ class TelemetryPublisher:
             raise self._error
 
     def send(self, frames: list) -> bool:
-        """Queue one message for publication; False (and counted) when the publisher thread is behind."""
+        """Queue one message for publication (never blocks); False when it pushed out an older one (counted)."""
         assert self._push is not None, "TelemetryPublisher.start() was not called"
-        try:
-            self._push.send_multipart(frames, zmq.NOBLOCK, copy=False)
-            return True
-        except zmq.Again:
+        full = len(self._queue) == QUEUE_LEN
+        self._queue.append(frames)  # deque(maxlen): drops the oldest when full
+        if full:
             self.stats["telemetry_dropped"] += 1
-            return False
+        try:
+            self._push.send(b"", zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # a ring is already pending: the thread drains the whole queue on each one
+        return not full
 
     def close(self) -> None:
         self._stop.set()
@@ -135,8 +141,8 @@ class TelemetryPublisher:
             if tcp:
                 self._port = int(xpub.getsockopt_string(zmq.LAST_ENDPOINT).rpartition(":")[2])
             pull.linger = 0
-            pull.rcvhwm = QUEUE_HWM
-            pull.connect(self._queue)
+            pull.rcvhwm = DOORBELL_HWM
+            pull.connect(self._doorbell)
         except BaseException as e:  # reported to start() in the caller's thread
             self._error = e
             for s in (monitor, pull, xpub):
@@ -153,7 +159,7 @@ class TelemetryPublisher:
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(50))
-                if pull in events:
+                if pull in events or self._queue:
                     self._forward(pull, xpub)
                 refused = self._subscriptions(xpub) if xpub in events else 0
                 if monitor is not None and monitor in events:
@@ -170,10 +176,15 @@ class TelemetryPublisher:
             xpub.close(0)
 
     def _forward(self, pull: zmq.Socket, xpub: zmq.Socket) -> None:
-        for _ in range(QUEUE_HWM):
+        while True:
             try:
-                frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                pull.recv(zmq.NOBLOCK)
             except zmq.Again:
+                break
+        while True:
+            try:
+                frames = self._queue.popleft()
+            except IndexError:
                 return
             xpub.send_multipart(frames, copy=False)  # XPUB drops per subscriber at its HWM: never blocks
 
