@@ -7,10 +7,8 @@ cases (wrong key / no key never emit a target) are in test_security.py.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import threading
 import time
 import types
 
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, endpoints, free_tcp_port
+from conftest import REPO, endpoints, free_tcp_port, ticking
 from krabby.hal import clock
 from krabby.hal import client as client_module
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
@@ -60,20 +58,6 @@ def make_server(profile, ctx, *, keys=None, obs=None, cmd=None, **safety):
 def make_client(obs, cmd, ctx, keys=None, **kw):
     sec = CurveClientKeys.from_dir(keys[0], "policy", "robot") if keys else None
     return HalClient(HalClientConfig(obs, cmd, security=sec, **kw), context=ctx)
-
-
-@contextlib.contextmanager
-def ticking(server):
-    """Run the server at its control rate (50 Hz for the Go2) in a thread, as a robot would."""
-    running = threading.Event()
-    running.set()
-    t = threading.Thread(target=server.run, args=(running,), kwargs={"duration_s": 60.0}, daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        running.clear()
-        t.join(2.0)
 
 
 def dealer(ctx, endpoint, keys=None):

@@ -7,7 +7,6 @@ The server starts DISARMED, as a robot does, so the script must arm it (§4.3) b
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import threading
 
 import pytest
 
-from conftest import REPO, endpoints
+from conftest import REPO, endpoints, ticking
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.deploy.curve import CurveServerKeys
 from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair
@@ -23,19 +22,6 @@ from krabby.hal.safety import SafetyConfig
 from krabby.hal.server import HalServer, HalServerConfig
 
 SCRIPT = REPO / "exts" / "krabby.hal" / "docs" / "minimal_client.py"
-
-
-@contextlib.contextmanager
-def running(server):
-    stop = threading.Event()
-    stop.set()
-    t = threading.Thread(target=server.run, args=(stop,), kwargs={"duration_s": 60.0}, daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        stop.clear()
-        t.join(2.0)
 
 
 def test_the_minimal_client_imports_nothing_from_krabby():
@@ -61,7 +47,7 @@ def test_the_minimal_client_from_the_doc_drives_a_real_server(profile, zmq_conte
                           safety=SafetyConfig(arm_on_start=False, watchdog_s=0.5, max_command_age_s=0.5))
     server = HalServer(LoopbackTestDouble(profile), cfg, context=zmq_context).start()
     try:
-        with running(server):
+        with ticking(server):
             out = subprocess.run([sys.executable, str(SCRIPT), "--telemetry", obs, "--commands", cmd, "--steps", "50", *args],
                                  capture_output=True, text=True, timeout=60, cwd=REPO)
         assert out.returncode == 0, out.stdout + out.stderr[-3000:]

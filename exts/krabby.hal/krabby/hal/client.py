@@ -28,7 +28,7 @@ import zmq
 
 from . import clock
 from .protocol import (
-    PROTOCOL_VERSION, TELEMETRY_KINDS, Ack, Kind, ProtocolError, Reason, StateLayout, Topic, decode, encode,
+    MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, TELEMETRY_KINDS, Ack, Kind, ProtocolError, Reason, StateLayout, Topic, decode, encode,
     hello_payload, unpack_depth, unpack_height_scan, unpack_navigation, unpack_state,
 )
 from .ratelimit import RateLimitedLog
@@ -243,6 +243,7 @@ class HalClient:
         sub = self.context.socket(zmq.SUB)
         sub.linger = 0
         sub.rcvhwm = self.config.rcvhwm
+        sub.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD_BYTES + 4096)  # no frame of the protocol is larger (+ CURVE overhead)
         if self.config.security is not None and self.config.observation_endpoint.startswith("tcp://"):
             self.config.security.apply_to_client_socket(sub)
         for t in (Topic.STATE, Topic.DEPTH, Topic.HEIGHT_SCAN, Topic.NAVIGATION, Topic.STATUS):
@@ -262,8 +263,7 @@ class HalClient:
                         self._on_telemetry(frames)
                     except Exception:  # one bad message must never stop telemetry (found by fuzzing)
                         self.stats["malformed"] += 1
-                        if self.stats["malformed"] <= 5:
-                            log.exception("dropped a telemetry message that failed to decode")
+                        self._warn("decode_failed", "dropped a telemetry message that failed to decode", exc_info=True)
         finally:
             sub.close(linger=0)
 

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
@@ -32,9 +32,6 @@ from . import clock
 from .protocol import HEADER, PROTOCOL_VERSION, Ack, DType, Kind, ProtocolError, Reason, decode, encode
 from .ratelimit import RateLimitedLog, TokenBucket
 from .safety import CONTROL_ACTIONS, ClientSession
-
-if TYPE_CHECKING:
-    from .server import HalServer
 
 log = logging.getLogger("krabby.hal.server")
 
@@ -57,8 +54,8 @@ class Peer:
 class CommandChannel:
     """The ROUTER thread of one HalServer: ``start()`` binds ``server.config.command_bind``; ``close()``."""
 
-    def __init__(self, server: "HalServer"):
-        self.server = server
+    def __init__(self, server: Any):
+        self.server = server  # the HalServer this channel serves (its config, context, supervisor, stats, welcome)
         self.peers: dict[bytes, Peer] = {}
         self.thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -117,7 +114,8 @@ class CommandChannel:
                     try:
                         reply = self.handle(frames)
                     except Exception:  # a bug must not kill the command thread: log and keep serving
-                        log.exception("command handler failed; message dropped")
+                        self.server.stats["handler_failed"] += 1
+                        self._warn("handler_failed", "command handler failed; message dropped", level=logging.ERROR, exc_info=True)
                         continue
                     if reply is not None:
                         self._send(router, reply)

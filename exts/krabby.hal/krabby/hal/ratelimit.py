@@ -25,7 +25,7 @@ class RateLimitedLog:
         self._lock = threading.Lock()
         self.suppressed = 0
 
-    def __call__(self, key: str, msg: str, *args: Any, level: int = logging.WARNING) -> None:
+    def __call__(self, key: str, msg: str, *args: Any, level: int = logging.WARNING, exc_info: bool = False) -> None:
         sec = int(time.monotonic())
         with self._lock:
             start, n = self._window.get(key, (sec, 0))
@@ -35,7 +35,7 @@ class RateLimitedLog:
                 self._window.clear()
             self._window[key] = (start, n + 1)
         if n < self.per_s:
-            self.logger.log(level, msg, *args)
+            self.logger.log(level, msg, *args, exc_info=exc_info)
         elif n == self.per_s:
             self.logger.log(level, "(further %s messages suppressed this second)", key)
         else:
