@@ -107,7 +107,7 @@ class HalServer:
         self.last_command = None
         self._publisher: TelemetryPublisher | None = None
         self._commands = CommandChannel(self)
-        self._tick = 0  # telemetry seq: the number of publish() calls so far
+        self._tick = 0  # telemetry seq of the next publish() (the number of publish() calls so far)
         self._seq = Counter()  # per kind: the last published seq + 1
         self._last_published_stamp: dict[Kind, int] = {}
         self._next_status_ns = 0
@@ -252,7 +252,6 @@ class HalServer:
         Every message of one call carries the same seq (the tick); DEPTH values beyond the camera's
         ``max_distance_m`` are clipped to it (+inf, "no return", stays).
         """
-        self._tick += 1
         if frame.navigation is not None:
             self._send(Kind.NAVIGATION, frame.navigation.stamp_ns, pack_navigation(frame.navigation))
         if frame.height_scan is not None and self._changed(Kind.HEIGHT_SCAN, frame.height_scan.stamp_ns):
@@ -264,6 +263,7 @@ class HalServer:
         if now >= self._next_status_ns:
             self._next_status_ns = now + int(1e9 / self.config.status_rate_hz)
             self._send(Kind.STATUS, now, self.status())
+        self._tick += 1
 
     def status(self) -> dict:
         return {
