@@ -353,7 +353,8 @@ def test_port_in_use_is_a_clear_halerror(profile, zmq_context, keys, which):
 
 class _SkewedClock(types.SimpleNamespace):
     def __init__(self, skew_ns):
-        super().__init__(now_ns=lambda: clock.now_ns() + skew_ns, age_s=lambda stamp_ns, now=None: clock.age_s(stamp_ns, now))
+        now_ns = lambda: clock.now_ns() + skew_ns  # noqa: E731
+        super().__init__(now_ns=now_ns, age_s=lambda stamp_ns, now=None: clock.age_s(stamp_ns, now_ns() if now is None else now))
 
 
 @pytest.mark.parametrize("skew_s", [-30.0, 30.0])
@@ -374,7 +375,11 @@ def test_client_clock_skew_does_not_matter(profile, zmq_context, keys, monkeypat
             if len(ok) >= 5:
                 break
         assert ok and all(r == Reason.OK for r in ok), ok
-        assert client.control("arm").accepted  # control messages are stamped with the client clock: not checked
+        # the client measured the offset at the handshake: sample ages are true ages, and CONTROL (stamped
+        # with the server's clock as the client knows it) passes the server's stamp rule
+        assert abs(client.latest(Kind.STATE).age_s) < 1.0
+        assert abs(client.welcome.clock_offset_ns + int(skew_s * 1e9)) < int(0.5e9)
+        assert client.control("arm").accepted
     finally:
         client.close()
         server.close()
