@@ -408,3 +408,30 @@ def test_pipelined_requests_each_get_exactly_one_reply(profile, zmq_context):
     finally:
         d.close(0)
         server.close()
+
+
+def test_replies_a_reader_has_not_read_yet_wait_for_it(profile, zmq_context):
+    """A client sends 200 requests and reads nothing until the server has handled them all: the replies that
+    do not fit the pipe to it (inproc: 64 + its 10) wait at the server and all 200 arrive, in order. The old
+    server dropped them silently (ROUTER at HWM)."""
+    obs, cmd = endpoints("inproc")
+    server = make_server(profile, zmq_context, obs, cmd, watchdog_s=3600.0, max_command_age_s=5.0)
+    d = zmq_context.socket(zmq.DEALER)
+    d.linger = 0
+    d.rcvhwm = 10
+    d.connect(cmd)
+    try:
+        d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("batch")))
+        assert d.poll(2000) and decode(d.recv_multipart()).header.kind == Kind.WELCOME
+        targets = np.asarray(profile.default_pos_rad, dtype=np.float32)
+        for seq in range(2, 202):
+            d.send_multipart(encode(Kind.COMMAND, session_id=server.session_id, seq=seq, stamp_ns=clock.now_ns(), payload=targets))
+        assert wait_until(lambda: server.stats["commands_accepted"] == 200, 10.0), server.stats
+        seqs = []
+        while len(seqs) < 200 and d.poll(1000):
+            seqs.append(decode(d.recv_multipart()).header.seq)
+        assert seqs == list(range(2, 202)), (len(seqs), server.stats["replies_dropped"])
+        assert server.stats["replies_dropped"] == 0
+    finally:
+        d.close(0)
+        server.close()
