@@ -41,7 +41,6 @@ from .types import SensorFrame
 log = logging.getLogger("krabby.hal.server")
 
 
-
 class HalError(RuntimeError):
     """A HAL setup problem a user can fix (port in use, insecure tcp, ...); the message says how."""
 
@@ -236,8 +235,8 @@ class HalServer:
         episode = int(self.backend.episode) & 0xFFFFFFFF
         frames = encode(kind, session_id=self.session_id, seq=self._tick, stamp_ns=stamp_ns, payload=payload, episode=episode)
         self._seq[kind] = self._tick + 1
-        if self._publisher.send(frames):
-            self.stats[f"published_{kind.name.lower()}"] += 1
+        self._publisher.send(frames)  # never blocks; when behind, it drops its oldest message (stats telemetry_dropped)
+        self.stats[f"published_{kind.name.lower()}"] += 1
 
     def _changed(self, kind: Kind, stamp_ns: int) -> bool:
         if self._last_published_stamp.get(kind) == stamp_ns:
