@@ -575,3 +575,30 @@ def wait_for(pred, server, timeout_s=2.0):
         server.tick()
         time.sleep(0.005)
     return False
+
+
+def test_client_refuses_a_welcome_whose_layout_contradicts_its_profile(zmq_context, profile):
+    """A WELCOME with reversed joint_names (or a state_layout that is not the profile's) would make the client
+    decode every STATE in the wrong order: it is refused at the handshake (audit D8 note)."""
+    server = make_server(profile, zmq_context)
+    welcome = server.welcome()
+    server.close()
+    for bad in ({"joint_names": welcome["joint_names"][::-1]}, {"state_layout": {"joint_pos_rad": [0, 12]}}):
+        router = zmq_context.socket(zmq.ROUTER)
+        router.linger = 0
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+
+        def serve(payload={**welcome, **bad}):
+            if router.poll(2000):
+                ident, *hello_frames = router.recv_multipart()
+                seq = decode(hello_frames).header.seq
+                router.send_multipart([ident] + encode(Kind.WELCOME, session_id=1, seq=seq, stamp_ns=clock.now_ns(), payload=payload))
+
+        t = threading.Thread(target=serve)
+        t.start()
+        client = HalClient(HalClientConfig("tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}", handshake_timeout_s=2), context=zmq_context)
+        with pytest.raises(HandshakeError, match="state_layout / joint_names"):
+            client.connect()
+        t.join()
+        client.close()
+        router.close(0)
