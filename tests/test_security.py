@@ -104,6 +104,21 @@ def test_allow_list_rejects_secret_files_and_reloads_on_change(tmp_path):
     assert lst.lookup(a) is None
 
 
+def test_a_deleted_allow_list_fails_closed_and_says_so(tmp_path, caplog):
+    """Audit row 20: deleting the folder refused everyone (right) but logged nothing."""
+    import shutil
+
+    key_dir, allow = tmp_path / "keys", tmp_path / "allow"
+    generate_keypair(key_dir, "a")
+    add_to_allow_list(key_dir / "a.key", allow)
+    lst = AllowList(allow)
+    a = load_public_key(key_dir / "a.key")
+    shutil.rmtree(allow)
+    caplog.set_level(logging.WARNING, logger="krabby.hal")
+    assert lst.lookup(a) is None and lst.lookup(a) is None
+    assert [r.getMessage() for r in caplog.records].count(f"allow-list {allow} is missing or unreadable: every client is refused") == 1
+
+
 def test_keys_cli(tmp_path, capsys):
     keys, allow = str(tmp_path / "keys"), str(tmp_path / "allow")
     assert keys_main(["generate", "policy", "--dir", keys]) == 0
