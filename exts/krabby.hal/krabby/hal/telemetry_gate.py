@@ -4,8 +4,8 @@ The client hands telemetry to a policy that moves a robot, so a sample must be p
 "the newest". Three rules, each refusal counted in the client's ``stats`` under ``refused_<why>``:
 
 - **seq**, per kind and per session: newer than the last accepted one, and at most ``MAX_SEQ_JUMP``
-  ahead of it (a seq of 2**63 is refused, audit D3). After ``RESYNC_AFTER`` refusals in a row the
-  gate accepts the next sample anyway and continues from it (``seq_resyncs``): one bad sample, or a
+  ahead of it (a seq of 2**63 is refused, audit D3). The ``RESYNC_AFTER``-th out-of-line sample in a
+  row is accepted anyway and the gate continues from it (``seq_resyncs``): one bad sample, or a
   legitimate jump, can never hide every later sample.
 - **stamp**: not more than ``MAX_FUTURE_S`` ahead of, nor ``MAX_PAST_S`` behind, the server's clock as
   this client knows it (the local clock for inproc/ipc; local clock + the offset measured at the
