@@ -26,7 +26,7 @@ from .protocol import Kind
 from .types import DepthFrame, HeightScan, NavigationCommand, RobotState
 
 MAX_SEQ_JUMP = 1 << 20  # ticks: 5.8 h at 50 Hz; a larger forward jump is not a sample of this session
-RESYNC_AFTER = 3  # consecutive refusals of one kind before the gate follows the stream again
+RESYNC_AFTER = 3  # the 3rd out-of-line sample of a kind in a row is accepted: the gate follows the stream again
 MAX_FUTURE_S = 0.05  # telemetry stamped further ahead of the server clock than this is refused
 MAX_PAST_S = 10.0  # ... or further behind it (a stale sample is merely old; this one is implausible)
 QUAT_NORM_TOL = 1e-3  # float32 unit quaternions are within ~1e-7 of 1
