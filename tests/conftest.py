@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -42,3 +44,17 @@ def endpoints(transport: str) -> tuple[str, str]:
         tag = uuid.uuid4().hex[:8]
         return f"inproc://obs-{tag}", f"inproc://cmd-{tag}"
     return f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}"
+
+
+@contextlib.contextmanager
+def ticking(server, duration_s: float = 60.0):
+    """Run the server at its control rate (50 Hz for the Go2) in a thread, as a robot would."""
+    running = threading.Event()
+    running.set()
+    t = threading.Thread(target=server.run, args=(running,), kwargs={"duration_s": duration_s}, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        running.clear()
+        t.join(2.0)

@@ -7,10 +7,8 @@ cases (wrong key / no key never emit a target) are in test_security.py.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import threading
 import time
 import types
 
@@ -18,14 +16,14 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, endpoints, free_tcp_port
+from conftest import REPO, endpoints, free_tcp_port, ticking
 from krabby.hal import clock
 from krabby.hal import client as client_module
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig
 from krabby.hal.testing.faults import LinkPolicy, LossyZmtpProxy, kill_to_safe, spawn_client, wait_ready
 from krabby.hal.testing.fuzz_mutations import rss_bytes
-from krabby.hal.protocol import Ack, Kind, Reason, decode, encode
+from krabby.hal.protocol import Ack, Kind, Reason, decode, encode, hello_payload
 from krabby.hal.safety import SafetyConfig, SafetyState
 from krabby.hal.deploy.curve import CurveClientKeys, CurveServerKeys
 from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair, load_public_key, load_secret_key
@@ -60,20 +58,6 @@ def make_server(profile, ctx, *, keys=None, obs=None, cmd=None, **safety):
 def make_client(obs, cmd, ctx, keys=None, **kw):
     sec = CurveClientKeys.from_dir(keys[0], "policy", "robot") if keys else None
     return HalClient(HalClientConfig(obs, cmd, security=sec, **kw), context=ctx)
-
-
-@contextlib.contextmanager
-def ticking(server):
-    """Run the server at its control rate (50 Hz for the Go2) in a thread, as a robot would."""
-    running = threading.Event()
-    running.set()
-    t = threading.Thread(target=server.run, args=(running,), kwargs={"duration_s": 60.0}, daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        running.clear()
-        t.join(2.0)
 
 
 def dealer(ctx, endpoint, keys=None):
@@ -158,7 +142,7 @@ def test_server_restart_client_rehandshakes_and_never_uses_old_telemetry(profile
         server.on_command = lambda ack, msg: ack.accepted and accepted_stamps.append(msg.header.stamp_ns)
         # the server refuses the old session by the header field, whatever the client does
         d = dealer(zmq_context, cmd, keys)
-        assert request(d, encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload={})).header.kind == Kind.WELCOME
+        assert request(d, encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw"))).header.kind == Kind.WELCOME
         assert request(d, command(old_session, 2, profile.default_pos_rad)).reason == Reason.WRONG_SESSION
         d.close(0)
         # the client sees the new session in telemetry and refuses, locally, to command from the old sample
@@ -210,7 +194,7 @@ def test_lossy_link_stale_and_out_of_order_are_refused_and_nothing_wedges(profil
             d = dealer(zmq_context, proxy.endpoint)
             welcome = None
             for attempt in range(20):  # the HELLO itself may be dropped or delayed
-                d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload={}))
+                d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw")))
                 if d.poll(300):
                     msg = decode(d.recv_multipart())
                     if msg.header.kind == Kind.WELCOME:
@@ -271,7 +255,7 @@ def test_reordering_curve_traffic_is_a_connection_error_not_an_accepted_command(
             seq = 1
             while time.monotonic() < deadline and proxy.stats["connections"] < 3:
                 d = dealer(zmq_context, proxy.endpoint, keys)
-                d.send_multipart(encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload={}))
+                d.send_multipart(encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload=hello_payload("raw")))
                 for _ in range(30):
                     seq += 1
                     d.send_multipart(command(server.session_id, seq, profile.default_pos_rad))
@@ -369,7 +353,8 @@ def test_port_in_use_is_a_clear_halerror(profile, zmq_context, keys, which):
 
 class _SkewedClock(types.SimpleNamespace):
     def __init__(self, skew_ns):
-        super().__init__(now_ns=lambda: clock.now_ns() + skew_ns, age_s=lambda stamp_ns, now=None: clock.age_s(stamp_ns, now))
+        now_ns = lambda: clock.now_ns() + skew_ns  # noqa: E731
+        super().__init__(now_ns=now_ns, age_s=lambda stamp_ns, now=None: clock.age_s(stamp_ns, now_ns() if now is None else now))
 
 
 @pytest.mark.parametrize("skew_s", [-30.0, 30.0])
@@ -390,7 +375,11 @@ def test_client_clock_skew_does_not_matter(profile, zmq_context, keys, monkeypat
             if len(ok) >= 5:
                 break
         assert ok and all(r == Reason.OK for r in ok), ok
-        assert client.control("arm").accepted  # control messages are stamped with the client clock: not checked
+        # the client measured the offset at the handshake: sample ages are true ages, and CONTROL (stamped
+        # with the server's clock as the client knows it) passes the server's stamp rule
+        assert abs(client.latest(Kind.STATE).age_s) < 1.0
+        assert abs(client.welcome.clock_offset_ns + int(skew_s * 1e9)) < int(0.5e9)
+        assert client.control("arm").accepted
     finally:
         client.close()
         server.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from conftest import REPO, endpoints
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
-from krabby.hal.protocol import HEADER_SIZE, MAGIC, PROTOCOL_VERSION, Ack, DType, Header, Kind, Reason, decode, encode
+from krabby.hal.protocol import HEADER_SIZE, MAGIC, PROTOCOL_VERSION, Ack, DType, Header, Kind, Reason, decode, encode, hello_payload
 from krabby.hal.safety import SafetyConfig, SafetyState
 from krabby.hal.server import HalError, HalServer, HalServerConfig
 from krabby.hal.types import ActuatorMode
@@ -128,7 +129,7 @@ def raw_request(dealer, frames, timeout_ms=1000):
 
 
 def hello(seq=1, version=PROTOCOL_VERSION):
-    frames = encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload={"client_name": "raw"})
+    frames = encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload=hello_payload("raw"))
     if version != PROTOCOL_VERSION:
         frames[1] = Header(Kind.HELLO, 0, seq, clock.now_ns(), DType.JSON, (), 0, len(frames[2]), version=version).pack()
     return frames
@@ -212,7 +213,14 @@ def test_every_malformed_input_is_refused_and_server_keeps_serving(profile, zmq_
         assert ack.reason == Reason.OK_CLAMPED and ack.clamped
         server.tick()
         np.testing.assert_allclose(server.last_command.target_pos_rad, profile.pos_max_rad)
-        # another client is still served after all that
+        # another client is still served after all that: read-only while the raw dealer commands (one
+        # commander at a time), then it takes over once that one stops and the watchdog trips
+        s = fresh_state(server, good_client)
+        assert good_client.send_command(profile.default_pos_rad, s).reason == Reason.NOT_COMMANDER
+        time.sleep(server.config.safety.watchdog_s + 0.02)
+        server.tick()
+        assert server.supervisor.state == SafetyState.HOLD
+        assert good_client.control("arm").accepted
         s = fresh_state(server, good_client)
         assert good_client.send_command(profile.default_pos_rad, s).reason == Reason.OK
         assert server.supervisor.refusals["NON_FINITE"] == 2
@@ -408,3 +416,189 @@ def test_every_telemetry_header_carries_the_backend_episode(profile, zmq_context
     finally:
         client.close()
         server.close()
+
+
+# ------------------------------------------------------------------ protocol rules (audit protocol_security.md)
+
+
+def _handshaken_dealer(ctx, server):
+    d = raw_dealer(ctx, server)
+    assert raw_request(d, hello()).payload["session_id"] == server.session_id
+    return d
+
+
+def _control(server, seq, action, stamp_ns=None):
+    return encode(Kind.CONTROL, session_id=server.session_id, seq=seq, stamp_ns=clock.now_ns() if stamp_ns is None else stamp_ns,
+                  payload={"action": action})
+
+
+def test_control_follows_the_seq_and_stamp_rules_except_estop(profile, zmq_context):
+    """Audit D9: CONTROL seq and stamp were never checked (a replayed arm, an arm stamped 0: accepted)."""
+    server = make_server(profile, zmq_context)
+    d = _handshaken_dealer(zmq_context, server)
+    try:
+        assert raw_request(d, _control(server, 5, "disarm")).reason == Reason.OK
+        assert raw_request(d, _control(server, 5, "arm")).reason == Reason.REPLAYED
+        assert raw_request(d, _control(server, 4, "arm")).reason == Reason.OUT_OF_ORDER
+        assert raw_request(d, _control(server, 6, "arm", stamp_ns=0)).reason == Reason.STALE
+        assert raw_request(d, _control(server, 7, "arm", stamp_ns=clock.now_ns() + int(1e9))).reason == Reason.FUTURE_STAMP
+        assert server.supervisor.state == SafetyState.DISARMED
+        # an e-stop is never refused, however late or repeated: it can only make the robot safer
+        assert raw_request(d, _control(server, 3, "estop", stamp_ns=0)).reason == Reason.OK
+        assert server.supervisor.state == SafetyState.ESTOP
+        # a re-HELLO on the same connection keeps the seq guard: seq 5 stays used
+        raw_request(d, hello(seq=8))
+        assert raw_request(d, _control(server, 5, "clear_estop")).reason == Reason.REPLAYED
+        # the command and the control share one seq space per connection
+        assert raw_request(d, _control(server, 9, "clear_estop")).reason == Reason.OK
+        assert raw_request(d, _command_frames(server, 9, profile.default_pos_rad)).reason == Reason.REPLAYED
+    finally:
+        d.close(0)
+        server.close()
+
+
+def test_one_commander_at_a_time_and_a_replay_on_a_new_connection_is_refused(profile, zmq_context):
+    """A second connection is read-only while the commander commands (audit gap 17), so a sniffed command
+    re-sent on a new connection within its stamp window is refused (audit D8, insecure opt-out)."""
+    server = make_server(profile, zmq_context, "tcp")
+    policy = _handshaken_dealer(zmq_context, server)
+    attacker = _handshaken_dealer(zmq_context, server)
+    try:
+        sniffed = _command_frames(server, 2, profile.default_pos_rad + 0.1)
+        assert raw_request(policy, sniffed).reason == Reason.OK
+        assert raw_request(attacker, sniffed).reason == Reason.NOT_COMMANDER
+        tampered = _command_frames(server, 3, profile.default_pos_rad - 0.2)
+        assert raw_request(attacker, tampered).reason == Reason.NOT_COMMANDER
+        server.tick()
+        np.testing.assert_allclose(server.last_command.target_pos_rad, profile.default_pos_rad + 0.1, atol=1e-6)
+        assert server.status()["safety"]["commander"] == "127.0.0.1"
+        # anyone may still e-stop
+        assert raw_request(attacker, _control(server, 4, "estop")).reason == Reason.OK
+        assert server.supervisor.state == SafetyState.ESTOP
+    finally:
+        policy.close(0)
+        attacker.close(0)
+        server.close()
+
+
+def test_shapes_kinds_and_json_are_checked_as_documented(profile, zmq_context):
+    server = make_server(profile, zmq_context)
+    d = _handshaken_dealer(zmq_context, server)
+    try:
+        ok = _command_frames(server, 2, profile.default_pos_rad)
+        # audit D10: dims beyond ndim must be 0 (was accepted and applied)
+        stray = bytearray(ok[1])
+        struct.pack_into("<4I", stray, 32, 12, 7, 0, 0)
+        assert raw_request(d, [ok[0], bytes(stray), ok[2]]).reason == Reason.BAD_SHAPE
+        # "kind allowed on this socket" comes before the size checks (§2.2; was PAYLOAD_SIZE_MISMATCH)
+        state_kind = bytearray(ok[1])
+        struct.pack_into("<H", state_kind, 6, Kind.STATE)
+        assert raw_request(d, [b"state", bytes(state_kind), ok[2][:-4]]).reason == Reason.BAD_KIND
+        # a JSON payload has no shape
+        j = _control(server, 3, "arm")
+        hdr = bytearray(j[1])
+        hdr[15] = 1
+        struct.pack_into("<I", hdr, 32, len(j[2]))
+        assert raw_request(d, [j[0], bytes(hdr), j[2]]).reason == Reason.BAD_SHAPE
+        # duplicate JSON keys are refused (parsers disagree on which one wins: arm or estop?)
+        body = b'{"action": "arm", "action": "estop"}'
+        dup = Header(Kind.CONTROL, server.session_id, 4, clock.now_ns(), DType.JSON, (), 0, len(body)).pack()
+        assert raw_request(d, [b"ctl", dup, body]).reason == Reason.BAD_PAYLOAD
+        assert server.supervisor.state == SafetyState.ARMED
+        # HELLO's protocol_version is checked
+        for payload in ({"client_name": "x"}, {"protocol_version": "2"}, {"protocol_version": 1}, {"protocol_version": 2.0}):
+            frames = encode(Kind.HELLO, session_id=0, seq=9, stamp_ns=clock.now_ns(), payload=payload)
+            assert raw_request(d, frames).reason == Reason.BAD_VERSION, payload
+        # CLAMPED is in the ACK payload and mirrored in the ACK header's flags
+        d.send_multipart(_command_frames(server, 10, profile.default_pos_rad + 10.0))
+        assert d.poll(1000)
+        msg = decode(d.recv_multipart())
+        assert Ack.unpack(msg.header.seq, msg.payload).reason == Reason.OK_CLAMPED and msg.header.flags & 1
+    finally:
+        d.close(0)
+        server.close()
+
+
+def test_a_control_flood_does_not_flood_the_log(profile, zmq_context, caplog):
+    """Audit D6: 13 453 log lines/s from one client sending CONTROL arm. Now a handful per second per kind."""
+    server = make_server(profile, zmq_context)
+    d = _handshaken_dealer(zmq_context, server)
+    try:
+        caplog.set_level(logging.INFO, logger="krabby.hal")
+        caplog.clear()
+        got = 0
+        for seq in range(2, 2002):
+            d.send_multipart(_control(server, seq, ("arm", "disarm")[seq % 2]))
+            while d.poll(0):
+                d.recv_multipart()
+                got += 1
+        while got < 2000 and d.poll(2000):
+            d.recv_multipart()
+            got += 1
+        assert got == 2000
+        lines = [r for r in caplog.records if r.name.startswith("krabby.hal")]
+        elapsed_s = 5  # generous: the flood takes well under this
+        assert len(lines) <= 4 * 6 * elapsed_s, len(lines)  # 4 kinds of line, 5 (+1 "suppressed") per second each
+    finally:
+        d.close(0)
+        server.close()
+
+
+def test_depth_is_clipped_to_the_camera_range_and_seq_pairs_it_with_its_state(profile, zmq_context):
+    """The loopback double renders ranges up to ~156 m; on the wire DEPTH is clipped at max_distance_m
+    (+inf stays: no return). Every telemetry message of one tick carries that tick as its seq."""
+    server = make_server(profile, zmq_context)
+    client = make_client(server, zmq_context)
+    try:
+        deadline = time.monotonic() + 2.0
+        while client.latest(Kind.DEPTH) is None and time.monotonic() < deadline:
+            server.tick()
+            time.sleep(0.01)
+        depth = client.latest(Kind.DEPTH)
+        finite = depth.value.distance_m[np.isfinite(depth.value.distance_m)]
+        assert finite.size and finite.max() <= profile.camera.max_distance_m
+        assert np.isinf(depth.value.distance_m).any()
+        assert wait_for(lambda: (s := client.latest(Kind.STATE)) is not None and s.seq >= depth.seq, server)
+        state_seq = {Kind.STATE: server._seq[Kind.STATE] - 1}
+        assert server._seq[Kind.DEPTH] - 1 <= state_seq[Kind.STATE]
+        assert server._seq[Kind.NAVIGATION] == server._seq[Kind.STATE] == server._seq[Kind.HEIGHT_SCAN]
+    finally:
+        client.close()
+        server.close()
+
+
+def wait_for(pred, server, timeout_s=2.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        server.tick()
+        time.sleep(0.005)
+    return False
+
+
+def test_client_refuses_a_welcome_whose_layout_contradicts_its_profile(zmq_context, profile):
+    """A WELCOME with reversed joint_names (or a state_layout that is not the profile's) would make the client
+    decode every STATE in the wrong order: it is refused at the handshake (audit D8 note)."""
+    server = make_server(profile, zmq_context)
+    welcome = server.welcome()
+    server.close()
+    for bad in ({"joint_names": welcome["joint_names"][::-1]}, {"state_layout": {"joint_pos_rad": [0, 12]}}):
+        router = zmq_context.socket(zmq.ROUTER)
+        router.linger = 0
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+
+        def serve(payload={**welcome, **bad}):
+            if router.poll(2000):
+                ident, *hello_frames = router.recv_multipart()
+                seq = decode(hello_frames).header.seq
+                router.send_multipart([ident] + encode(Kind.WELCOME, session_id=1, seq=seq, stamp_ns=clock.now_ns(), payload=payload))
+
+        t = threading.Thread(target=serve)
+        t.start()
+        client = HalClient(HalClientConfig("tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}", handshake_timeout_s=2), context=zmq_context)
+        with pytest.raises(HandshakeError, match="state_layout / joint_names"):
+            client.connect()
+        t.join()
+        client.close()
+        router.close(0)

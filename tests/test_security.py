@@ -20,7 +20,7 @@ from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
 from krabby.hal.deploy.profile import DeploymentError, deployment_from_dict, load_deployment
 from krabby.hal.deploy.keys_cli import main as keys_main
-from krabby.hal.protocol import Kind, Reason, Topic, decode, encode
+from krabby.hal.protocol import Kind, Reason, Topic, decode, encode, hello_payload
 from krabby.hal.safety import SafetyConfig
 from krabby.hal.deploy.curve import CurveClientKeys, CurveServerKeys, running_authenticators
 from krabby.hal.deploy.keys import (
@@ -104,6 +104,21 @@ def test_allow_list_rejects_secret_files_and_reloads_on_change(tmp_path):
     assert lst.lookup(a) is None
 
 
+def test_a_deleted_allow_list_fails_closed_and_says_so(tmp_path, caplog):
+    """Audit row 20: deleting the folder refused everyone (right) but logged nothing."""
+    import shutil
+
+    key_dir, allow = tmp_path / "keys", tmp_path / "allow"
+    generate_keypair(key_dir, "a")
+    add_to_allow_list(key_dir / "a.key", allow)
+    lst = AllowList(allow)
+    a = load_public_key(key_dir / "a.key")
+    shutil.rmtree(allow)
+    caplog.set_level(logging.WARNING, logger="krabby.hal")
+    assert lst.lookup(a) is None and lst.lookup(a) is None
+    assert [r.getMessage() for r in caplog.records].count(f"allow-list {allow} is missing or unreadable: every client is refused") == 1
+
+
 def test_keys_cli(tmp_path, capsys):
     keys, allow = str(tmp_path / "keys"), str(tmp_path / "allow")
     assert keys_main(["generate", "policy", "--dir", keys]) == 0
@@ -154,7 +169,7 @@ def test_unauthorised_client_never_reaches_the_supervisor(profile, zmq_context, 
             d.curve_serverkey = load_public_key(key_dir / ("mallory.key" if who == "wrong_server_key" else "robot.key"))
         d.connect(server.config.command_bind)
         # the attacker even knows the session id and sends a perfectly valid command
-        d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload={}))
+        d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw")))
         d.send_multipart(encode(Kind.COMMAND, session_id=server.session_id, seq=424242, stamp_ns=clock.now_ns(),
                                 payload=np.asarray(profile.default_pos_rad + 0.2, dtype=np.float32)))
         for _ in range(15):
@@ -218,7 +233,7 @@ def test_plain_telemetry_option_still_authenticates_commands(profile, zmq_contex
         d = zmq_context.socket(zmq.DEALER)  # ...nobody unauthenticated can command
         d.linger = 0
         d.connect(server.config.command_bind)
-        d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload={}))
+        d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw")))
         assert not d.poll(300)
         d.close(0)
     finally:

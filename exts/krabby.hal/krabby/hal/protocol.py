@@ -134,6 +134,8 @@ class Reason(enum.IntEnum):
     NOT_HANDSHAKEN = 30
     NOT_ARMED = 31
     ESTOP = 32
+    RATE_LIMITED = 33  # too many handshakes from this address: retry later
+    NOT_COMMANDER = 34  # another connection is commanding; this one is read-only until that one stops
     UNAUTHORIZED = 40
     # client-side only, never on the wire
     TIMEOUT = 100
@@ -173,8 +175,11 @@ class Header:
         )
 
 
-def unpack_header(buf: bytes | memoryview) -> Header:
-    """Parse and check a header frame; raises ProtocolError with the precise reason."""
+def unpack_header(buf: bytes | memoryview, expect: Sequence[Kind] | None = None) -> Header:
+    """Parse and check a header frame; raises ProtocolError with the precise reason.
+
+    ``expect``: the kinds allowed on this socket, checked right after "kind known" (before any size rule).
+    """
     if len(buf) < HEADER_SIZE:
         raise ProtocolError(Reason.TRUNCATED_HEADER, f"header is {len(buf)} bytes, expected {HEADER_SIZE}")
     if len(buf) > HEADER_SIZE:
@@ -188,20 +193,46 @@ def unpack_header(buf: bytes | memoryview) -> Header:
         kind_e = Kind(kind)
     except ValueError:
         raise ProtocolError(Reason.BAD_KIND, f"unknown message kind {kind}") from None
+    if expect is not None and kind_e not in expect:
+        raise ProtocolError(Reason.BAD_KIND, f"message kind {kind_e.name} not accepted here")
     try:
         dtype_e = DType(dtype)
     except ValueError:
         raise ProtocolError(Reason.BAD_PAYLOAD, f"unknown payload dtype {dtype}") from None
+    dims = (d0, d1, d2, d3)
     if ndim > MAX_DIMS:
         raise ProtocolError(Reason.BAD_SHAPE, f"ndim {ndim} > {MAX_DIMS}")
-    shape = (d0, d1, d2, d3)[:ndim]
+    if any(dims[ndim:]):
+        raise ProtocolError(Reason.BAD_SHAPE, f"shape {dims} has non-zero dims beyond ndim {ndim}")
+    if dtype_e != DType.F32 and ndim:
+        raise ProtocolError(Reason.BAD_SHAPE, f"a {dtype_e.name} payload has no shape (ndim 0), got ndim {ndim}")
+    shape = dims[:ndim]
     if math.prod(d for d in shape if d) > MAX_PAYLOAD_BYTES // 4:  # even beside a 0 dim: numpy refuses to reshape to it
         raise ProtocolError(Reason.BAD_SHAPE, f"shape {shape} is larger than any payload can fill")
     if nbytes > MAX_PAYLOAD_BYTES:
         raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"payload of {nbytes} bytes exceeds {MAX_PAYLOAD_BYTES}")
     if dtype_e == DType.F32 and math.prod(shape) * 4 != nbytes:
         raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"shape {shape} needs {math.prod(shape) * 4} bytes, header says {nbytes}")
+    if dtype_e == DType.ACK and nbytes != ACK.size:
+        raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"an ACK payload is {ACK.size} bytes, header says {nbytes}")
+    if dtype_e == DType.NONE and nbytes:
+        raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"a NONE payload is empty, header says {nbytes} bytes")
     return Header(kind_e, session, seq, stamp, dtype_e, shape, flags, nbytes, version, episode)
+
+
+def _refuse_duplicate_keys(pairs: list) -> dict:
+    """JSON objects with a repeated key are refused: parsers disagree on which value wins."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup[:64]!r}")
+    return out
+
+
+def hello_payload(client_name: str) -> dict:
+    """The HELLO payload (§4.1); the server refuses a HELLO without this protocol_version (BAD_VERSION)."""
+    return {"client_name": client_name, "protocol_version": PROTOCOL_VERSION}
 
 
 # ------------------------------------------------------------------------------ message framing
@@ -244,9 +275,7 @@ def decode(frames: Sequence, *, expect: Sequence[Kind] | None = None) -> Message
     """Parse three frames into a Message, checking every rule in docs/protocol.md."""
     if len(frames) != 3:
         raise ProtocolError(Reason.MALFORMED, f"{len(frames)} frames, expected 3 (topic, header, payload)")
-    topic, header = bytes(_buffer(frames[0])), unpack_header(_buffer(frames[1]))
-    if expect is not None and header.kind not in expect:
-        raise ProtocolError(Reason.BAD_KIND, f"message kind {header.kind.name} not accepted here")
+    topic, header = bytes(_buffer(frames[0])), unpack_header(_buffer(frames[1]), expect)
     if TOPIC_OF_KIND[header.kind] != topic:
         raise ProtocolError(Reason.MALFORMED, f"topic {topic[:32]!r} does not match kind {header.kind.name}")
     buf = _buffer(frames[2])
@@ -257,14 +286,12 @@ def decode(frames: Sequence, *, expect: Sequence[Kind] | None = None) -> Message
         payload = np.frombuffer(buf, dtype=F32).reshape(header.shape)
     elif header.dtype == DType.JSON:
         try:
-            payload = json.loads(bytes(buf).decode("utf-8"))
+            payload = json.loads(bytes(buf).decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
         except (UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: deep nesting (found by fuzzing)
             raise ProtocolError(Reason.BAD_PAYLOAD, f"payload is not UTF-8 JSON: {str(e)[:200]}") from None
         if not isinstance(payload, dict):
             raise ProtocolError(Reason.BAD_PAYLOAD, "JSON payload must be an object")
     elif header.dtype == DType.ACK:
-        if len(buf) != ACK.size:
-            raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"ACK payload is {len(buf)} bytes, expected {ACK.size}")
         payload = bytes(buf)
     else:
         payload = None
@@ -353,7 +380,12 @@ class Ack:
         return self.reason.accepted
 
     def pack(self) -> bytes:
-        return ACK.pack(int(self.reason), int(self.safety_state), int(Flags.CLAMPED) if self.clamped else 0)
+        return ACK.pack(int(self.reason), int(self.safety_state), int(self.flags))
+
+    @property
+    def flags(self) -> Flags:
+        """Bit 0 CLAMPED; the server sets it in the ACK payload and mirrors it in the ACK's header flags."""
+        return Flags.CLAMPED if self.clamped else Flags.NONE
 
     @classmethod
     def unpack(cls, seq: int, payload: bytes) -> "Ack":

@@ -14,8 +14,15 @@ States (``SafetyState``)::
   does **not** re-arm from HOLD or DAMP: only an explicit ``arm()`` does, so a client that comes back
   after a stall never moves the robot by surprise.
 
-Command validation (NaN/Inf, shape, stale, replayed, out-of-order) happens in ``check_command``;
-the server calls it for every COMMAND and sends the returned reason in the ACK.
+Command validation (shape, NaN/Inf, replayed, out-of-order, stale, future stamp) happens in
+``check_command``; CONTROL requests pass the same seq and stamp rules in ``control``. The server
+calls them for every COMMAND / CONTROL and sends the returned reason in the ACK.
+
+One commander at a time: the connection whose command made the supervisor ACTIVE is the commander;
+other connections' commands are refused (NOT_COMMANDER) until the commander goes quiet, i.e. until the
+supervisor leaves ACTIVE (watchdog HOLD, disarm, e-stop). Anyone handshaken may still send CONTROL
+(e-stop above all). A second client can therefore neither mask a dead policy by feeding the watchdog
+nor have its targets interleaved with the commander's.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .protocol import Reason
+from .ratelimit import RateLimitedLog
 from .robot_profile import RobotProfile
 from .types import ActuatorCommand, ActuatorMode
 
@@ -63,11 +71,15 @@ class SafetyEvent:
     detail: str = ""
 
 
-@dataclass
-class _ClientSeq:
-    """Per-client replay guard: the last accepted sequence number."""
+@dataclass(eq=False)
+class ClientSession:
+    """One handshaken connection as the supervisor sees it: its replay guard and a name for logs."""
 
-    last_seq: int = -1
+    last_seq: int = -1  # the last seq that passed the order and stamp rules (COMMAND or CONTROL)
+    peer: str = ""
+
+
+CONTROL_ACTIONS = ("arm", "disarm", "estop", "clear_estop")
 
 
 class SafetySupervisor:
@@ -86,6 +98,8 @@ class SafetySupervisor:
         self.events: deque[SafetyEvent] = deque(maxlen=1000)
         self.clamped_commands = 0
         self.watchdog_trips = 0
+        self._commander: ClientSession | None = None
+        self._log = RateLimitedLog(log)  # arm/disarm floods from a client must not flood the log
 
     # --------------------------------------------------------------------------- operator actions
     @property
@@ -94,10 +108,13 @@ class SafetySupervisor:
 
     def _set(self, state: SafetyState, now_ns: int, detail: str = "") -> None:
         if state != self._state:
-            log.warning("safety: %s -> %s %s", self._state.name, state.name, detail)
-            self.events.append(SafetyEvent(now_ns, f"{self._state.name}->{state.name}", detail))
+            kind = f"{self._state.name}->{state.name}"
+            self._log(kind, "safety: %s -> %s %s", self._state.name, state.name, detail)
+            self.events.append(SafetyEvent(now_ns, kind, detail))
             self._state = state
             self._state_since_ns = now_ns
+            if state != SafetyState.ACTIVE:
+                self._commander = None  # the lease ends when commanding stops being possible
 
     def arm(self, now_ns: int) -> Reason:
         with self._lock:
@@ -128,9 +145,18 @@ class SafetySupervisor:
             return Reason.OK
 
     # ------------------------------------------------------------------------------- commands
-    def check_command(self, targets_rad: np.ndarray, obs_stamp_ns: int, seq: int, client: _ClientSeq, now_ns: int) -> Reason:
-        """Validate one command; on success the targets become the ones applied. Returns the ACK reason."""
-        reason = self._validate(targets_rad, obs_stamp_ns, seq, client, now_ns)
+    def check_command(self, targets_rad: np.ndarray, obs_stamp_ns: int, seq: int, client: ClientSession, now_ns: int) -> Reason:
+        """Validate one command; on success the targets become the ones applied. Returns the ACK reason.
+
+        Order: BAD_SHAPE, NON_FINITE, REPLAYED / OUT_OF_ORDER, STALE, FUTURE_STAMP (the seq is consumed
+        from here on), ESTOP, NOT_ARMED, NOT_COMMANDER.
+        """
+        if targets_rad.shape != (self.profile.num_joints,):
+            reason = Reason.BAD_SHAPE
+        elif not np.all(np.isfinite(targets_rad)):
+            reason = Reason.NON_FINITE
+        else:
+            reason = self._check_order_and_stamp(obs_stamp_ns, seq, client, now_ns)
         if not reason.accepted:
             self.refusals[reason.name] += 1
             return reason
@@ -139,24 +165,37 @@ class SafetySupervisor:
         was_clamped = bool(np.any(clamped != targets_rad))
         with self._lock:
             if self._state == SafetyState.ESTOP:
-                self.refusals[Reason.ESTOP.name] += 1
-                return Reason.ESTOP
-            if self._state not in (SafetyState.ARMED, SafetyState.ACTIVE):
-                self.refusals[Reason.NOT_ARMED.name] += 1
-                return Reason.NOT_ARMED
-            self._targets, self._targets_seq, self._last_valid_ns = clamped, seq, now_ns
-            if self._state == SafetyState.ARMED:
-                self._set(SafetyState.ACTIVE, now_ns, "(first command)")
+                reason = Reason.ESTOP
+            elif self._state not in (SafetyState.ARMED, SafetyState.ACTIVE):
+                reason = Reason.NOT_ARMED
+            elif self._commander is not None and self._commander is not client:
+                reason = Reason.NOT_COMMANDER
+            else:
+                self._targets, self._targets_seq, self._last_valid_ns = clamped, seq, now_ns
+                self._commander = client
+                if self._state == SafetyState.ARMED:
+                    self._set(SafetyState.ACTIVE, now_ns, f"(first command, from {client.peer or 'a client'})")
+        if not reason.accepted:
+            self.refusals[reason.name] += 1
+            return reason
         if was_clamped:
             self.clamped_commands += 1
             return Reason.OK_CLAMPED
         return Reason.OK
 
-    def _validate(self, targets: np.ndarray, stamp_ns: int, seq: int, client: _ClientSeq, now_ns: int) -> Reason:
-        if targets.shape != (self.profile.num_joints,):
-            return Reason.BAD_SHAPE
-        if not np.all(np.isfinite(targets)):
-            return Reason.NON_FINITE
+    def control(self, action: str, stamp_ns: int, seq: int, client: ClientSession, now_ns: int) -> Reason:
+        """An operator request under the same seq and stamp rules as a command (``estop`` excepted). ``action`` in CONTROL_ACTIONS."""
+        reason = self._check_order_and_stamp(stamp_ns, seq, client, now_ns)
+        if action == "estop":  # never refused: a late or repeated e-stop can only make the robot safer
+            client.last_seq = max(client.last_seq, seq)
+            return self.estop(now_ns, "(e-stop from a client)")
+        if not reason.accepted:
+            self.refusals[reason.name] += 1
+            return reason
+        client.last_seq = seq
+        return {"arm": self.arm, "disarm": self.disarm, "estop": self.estop, "clear_estop": self.clear_estop}[action](now_ns)
+
+    def _check_order_and_stamp(self, stamp_ns: int, seq: int, client: ClientSession, now_ns: int) -> Reason:
         if seq == client.last_seq:
             return Reason.REPLAYED
         if seq < client.last_seq:
@@ -196,11 +235,8 @@ class SafetySupervisor:
                 "clamped_commands": self.clamped_commands,
                 "refusals": dict(self.refusals),
                 "last_command_seq": self._targets_seq,
+                "commander": self._commander.peer if self._commander is not None else None,
             }
 
 
-def new_client_seq() -> _ClientSeq:
-    return _ClientSeq()
-
-
-__all__ = ["SafetyState", "SafetyConfig", "SafetySupervisor", "SafetyEvent", "new_client_seq"]
+__all__ = ["SafetyState", "SafetyConfig", "SafetySupervisor", "SafetyEvent", "ClientSession", "CONTROL_ACTIONS"]

@@ -3,11 +3,16 @@
 Threads and sockets (one socket per thread, as the pyzmq guide asks):
 
 - the *driver* thread (whoever calls ``tick()``: a simulator's step loop, a Kit physics callback,
-  ``run()``) owns the PUB socket: read backend -> publish -> supervisor tick -> backend.apply;
-- the *command* thread owns the ROUTER socket and answers every HELLO, COMMAND and CONTROL at
-  once with a WELCOME or an ACK, so acks never wait for a control tick.
+  ``run()``): read backend -> encode telemetry -> supervisor tick -> backend.apply. It touches no
+  socket a peer can reach: telemetry goes to the publisher thread over an inproc queue that never blocks;
+- the *publisher* thread (``telemetry_pub.py``) owns the XPUB and everything subscribers can send;
+- the *command* thread (``command_channel.py``) owns the ROUTER and answers every HELLO, COMMAND and
+  CONTROL at once with a WELCOME or an ACK, so acks never wait for a control tick.
 
-The two meet only in the SafetySupervisor, which is thread-safe.
+The command thread and the tick meet only in the SafetySupervisor, which is thread-safe.
+
+Telemetry ``seq`` is the control tick: every message published in one ``publish()`` carries the same
+seq, so a DEPTH frame pairs with the STATE of its tick by seq (docs/protocol.md §3).
 """
 
 from __future__ import annotations
@@ -17,24 +22,23 @@ import random
 import socket
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import zmq
 
 from . import clock
 from .backend import HalBackend
-from .protocol import (
-    PROTOCOL_VERSION, Ack, DType, Kind, ProtocolError, Reason, StateLayout, decode, encode, pack_navigation,
-    pack_state, HEADER,
-)
-from .safety import SafetyConfig, SafetySupervisor, new_client_seq
+from .command_channel import MAX_CLIENTS, CommandChannel
+from .protocol import PROTOCOL_VERSION, Ack, Kind, StateLayout, encode, pack_navigation, pack_state
+from .ratelimit import RateLimitedLog
+from .safety import SafetyConfig, SafetySupervisor
+from .telemetry_pub import TelemetryPublisher
 from .types import SensorFrame
 
 log = logging.getLogger("krabby.hal.server")
-
-MAX_CLIENTS = 64  # handshaken peers remembered; the oldest is forgotten first (bounded memory under abuse)
 
 
 class HalError(RuntimeError):
@@ -87,25 +91,6 @@ def wait_tcp_port_released(endpoint: str, timeout_s: float = 2.0) -> bool:
         time.sleep(0.005)
 
 
-class _RateLimitedLog:
-    """At most ``per_s`` log lines per key per second, so a flood of bad frames cannot flood the log."""
-
-    def __init__(self, per_s: int = 5):
-        self.per_s = per_s
-        self._window: dict[str, tuple[int, int]] = {}
-
-    def __call__(self, key: str, msg: str, *args: Any) -> None:
-        sec = int(time.monotonic())
-        start, n = self._window.get(key, (sec, 0))
-        if start != sec:
-            start, n = sec, 0
-        if n < self.per_s:
-            log.warning(msg, *args)
-        elif n == self.per_s:
-            log.warning("(further %s messages suppressed this second)", key)
-        self._window[key] = (start, n + 1)
-
-
 class HalServer:
     """One robot, one server. ``start()``, then ``tick()`` every control step (or ``run()``), then ``close()``."""
 
@@ -119,43 +104,30 @@ class HalServer:
         self.state_layout = StateLayout(self.profile.num_joints, self.profile.num_feet)
         self.stats: Counter[str] = Counter()
         self.last_command = None
-        self._pub: zmq.Socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread_error: BaseException | None = None
-        self._clients: OrderedDict[bytes, Any] = OrderedDict()
-        self._seq = Counter()
+        self._publisher: TelemetryPublisher | None = None
+        self._commands = CommandChannel(self)
+        self._tick = 0  # telemetry seq of the next publish() (the number of publish() calls so far)
+        self._seq = Counter()  # per kind: the last published seq + 1
         self._last_published_stamp: dict[Kind, int] = {}
         self._next_status_ns = 0
         self._cmd_cond = threading.Condition()
         self._last_cmd_obs_stamp_ns = 0
-        self._warn = _RateLimitedLog()
+        self._warn = RateLimitedLog(log)
         self._bound: list[str] = []  # endpoints this server bound; close() waits until they are free
         self.on_command: Callable[[Ack, Any], None] | None = None  # hook for recorders and UIs
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> "HalServer":
         self._check_security()
-        pub = self.context.socket(zmq.PUB)
-        pub.linger = 0
-        pub.sndhwm = self.config.telemetry_sndhwm
-        if self.config.security is not None and self.config.observation_bind.startswith("tcp://"):
-            self.config.security.apply_to_server_socket(pub, telemetry=True)
+        self._publisher = TelemetryPublisher(
+            self.context, self.config.observation_bind, sndhwm=self.config.telemetry_sndhwm,
+            security=self.config.security, stats=self.stats, warn=self._warn, bind=self._bind)
+        self._publisher.start()
         try:
-            bind_socket(pub, self.config.observation_bind, "observation")
-            self._bound.append(self.config.observation_bind)
+            self._commands.start()
         except BaseException:
-            pub.close(0)
-            raise
-        self._pub = pub
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._serve_commands, name="krabby-hal-commands", daemon=True)
-        self._thread.start()
-        self._ready.wait(5.0)
-        if self._thread_error is not None:
             self.close()
-            raise self._thread_error
+            raise
         if self.config.safety.arm_on_start:
             self.supervisor.arm(clock.now_ns())
         log.info(
@@ -163,6 +135,20 @@ class HalServer:
             self.config.observation_bind, self.config.command_bind, self.session_id, self.profile.name,
         )
         return self
+
+    def _bind(self, sock: zmq.Socket, endpoint: str, what: str) -> None:
+        bind_socket(sock, endpoint, what)
+        self._bound.append(endpoint)
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        """The command thread (fuzzing checks that it is alive)."""
+        return self._commands.thread
+
+    @property
+    def _clients(self) -> dict:
+        """Handshaken connections (routing id -> command_channel.Peer)."""
+        return self._commands.peers
 
     def _check_security(self) -> None:
         if not self.config.command_bind.startswith("tcp://") or self.config.security is not None:
@@ -179,14 +165,11 @@ class HalServer:
         )
 
     def close(self) -> None:
-        """Stop the command thread and close both sockets with linger 0 (the ports are free at once)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
-        if self._pub is not None:
-            self._pub.close(linger=0)
-            self._pub = None
+        """Stop both threads and close their sockets with linger 0 (the ports are free at once)."""
+        self._commands.close()
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
         release = getattr(self.config.security, "close", None)
         if release is not None:
             release()  # CurveServerKeys: stops its ZAP authenticator once none of its sockets is open
@@ -248,12 +231,11 @@ class HalServer:
 
     # ------------------------------------------------------------------------------ telemetry
     def _send(self, kind: Kind, stamp_ns: int, payload: Any) -> None:
-        assert self._pub is not None, "HalServer.start() was not called"
-        seq = self._seq[kind]
-        self._seq[kind] = seq + 1
+        assert self._publisher is not None, "HalServer.start() was not called"
         episode = int(self.backend.episode) & 0xFFFFFFFF
-        self._pub.send_multipart(
-            encode(kind, session_id=self.session_id, seq=seq, stamp_ns=stamp_ns, payload=payload, episode=episode), copy=False)
+        frames = encode(kind, session_id=self.session_id, seq=self._tick, stamp_ns=stamp_ns, payload=payload, episode=episode)
+        self._seq[kind] = self._tick + 1
+        self._publisher.send(frames)  # never blocks; when behind, it drops its oldest message (stats telemetry_dropped)
         self.stats[f"published_{kind.name.lower()}"] += 1
 
     def _changed(self, kind: Kind, stamp_ns: int) -> bool:
@@ -266,18 +248,21 @@ class HalServer:
         """Publish everything in a SensorFrame; unchanged depth/scan frames are not sent again.
 
         STATE goes last: a client that wakes on a new state finds this step's other topics already there.
+        Every message of one call carries the same seq (the tick); DEPTH values beyond the camera's
+        ``max_distance_m`` are clipped to it (+inf, "no return", stays).
         """
         if frame.navigation is not None:
             self._send(Kind.NAVIGATION, frame.navigation.stamp_ns, pack_navigation(frame.navigation))
         if frame.height_scan is not None and self._changed(Kind.HEIGHT_SCAN, frame.height_scan.stamp_ns):
             self._send(Kind.HEIGHT_SCAN, frame.height_scan.stamp_ns, frame.height_scan.base_height_above_hit_m)
         if frame.depth is not None and self._changed(Kind.DEPTH, frame.depth.stamp_ns):
-            self._send(Kind.DEPTH, frame.depth.stamp_ns, frame.depth.distance_m)
+            self._send(Kind.DEPTH, frame.depth.stamp_ns, self._clip_depth(frame.depth.distance_m))
         self._send(Kind.STATE, frame.state.stamp_ns, pack_state(frame.state, self.state_layout))
         now = clock.now_ns()
         if now >= self._next_status_ns:
             self._next_status_ns = now + int(1e9 / self.config.status_rate_hz)
             self._send(Kind.STATUS, now, self.status())
+        self._tick += 1
 
     def status(self) -> dict:
         return {
@@ -309,124 +294,20 @@ class HalServer:
             "watchdog_s": self.config.safety.watchdog_s,
         }
 
-    def _serve_commands(self) -> None:
-        router = self.context.socket(zmq.ROUTER)
-        router.linger = 0
-        router.rcvhwm = self.config.command_rcvhwm
-        router.sndhwm = self.config.command_rcvhwm
-        try:
-            if self.config.security is not None and self.config.command_bind.startswith("tcp://"):
-                self.config.security.apply_to_server_socket(router, telemetry=False)
-            bind_socket(router, self.config.command_bind, "command")
-            self._bound.append(self.config.command_bind)
-        except BaseException as e:  # reported to start() in the caller's thread
-            self._thread_error = e
-            router.close(0)
-            self._ready.set()
-            return
-        self._ready.set()
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        try:
-            while not self._stop.is_set():
-                if not poller.poll(20):
-                    continue
-                while True:
-                    try:
-                        frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    try:
-                        reply = self._handle(frames)
-                    except Exception:  # a bug must not kill the command thread: log and keep serving
-                        log.exception("command handler failed; message dropped")
-                        continue
-                    if reply is not None:
-                        try:
-                            router.send_multipart(reply, zmq.NOBLOCK)
-                        except zmq.ZMQError:
-                            self.stats["ack_send_failed"] += 1
-        finally:
-            router.close(linger=0)
+    def _command_accepted(self, obs_stamp_ns: int) -> None:
+        """Called by the command thread: wakes ``wait_for_command``."""
+        self.stats["commands_accepted"] += 1
+        with self._cmd_cond:
+            self._last_cmd_obs_stamp_ns = max(self._last_cmd_obs_stamp_ns, obs_stamp_ns)
+            self._cmd_cond.notify_all()
 
-    def _ack(self, identity: bytes, seq: int, reason: Reason, clamped: bool = False) -> list:
-        ack = Ack(seq=seq, reason=reason, safety_state=int(self.supervisor.state), clamped=clamped)
-        return [identity] + encode(Kind.ACK, session_id=self.session_id, seq=seq, stamp_ns=clock.now_ns(), payload=ack.pack())
-
-    def _handle(self, frames: list) -> list | None:
-        identity = frames[0].bytes
-        peer = self._peer_address(frames[0])
-        try:
-            msg = decode(frames[1:], expect=(Kind.HELLO, Kind.COMMAND, Kind.CONTROL))
-        except ProtocolError as e:
-            self.stats[f"refused_{e.reason.name}"] += 1
-            self.supervisor.refusals[e.reason.name] += 1
-            self._warn(e.reason.name, "refused message from %s: %s", peer, e)
-            return self._ack(identity, _best_effort_seq(frames), e.reason)
-        h = msg.header
-        if h.kind == Kind.HELLO:
-            self._clients[identity] = new_client_seq()
-            self._clients.move_to_end(identity)
-            while len(self._clients) > MAX_CLIENTS:
-                self._clients.popitem(last=False)
-            self.stats["handshakes"] += 1
-            log.info("client %s handshook (%s)", peer, (msg.payload or {}).get("client_name", "?") if isinstance(msg.payload, dict) else "?")
-            return [identity] + encode(Kind.WELCOME, session_id=self.session_id, seq=h.seq, stamp_ns=clock.now_ns(), payload=self.welcome())
-        client = self._clients.get(identity)
-        if client is None:
-            return self._refuse(identity, h.seq, Reason.NOT_HANDSHAKEN, peer, "no handshake on this connection")
-        if h.session_id != self.session_id:
-            return self._refuse(identity, h.seq, Reason.WRONG_SESSION, peer, f"session {h.session_id:08x} is not this server's")
-        if h.kind == Kind.CONTROL:
-            return self._control(identity, h.seq, msg.payload, peer)
-        if h.dtype != DType.F32:
-            return self._refuse(identity, h.seq, Reason.BAD_PAYLOAD, peer, "command payload must be float32")
-        now = clock.now_ns()
-        reason = self.supervisor.check_command(msg.payload, h.stamp_ns, h.seq, client, now)
-        if not reason.accepted:
-            self.stats[f"refused_{reason.name}"] += 1
-            self._warn(reason.name, "refused command seq %d from %s: %s", h.seq, peer, reason.name)
-        else:
-            self.stats["commands_accepted"] += 1
-            with self._cmd_cond:
-                self._last_cmd_obs_stamp_ns = max(self._last_cmd_obs_stamp_ns, h.stamp_ns)
-                self._cmd_cond.notify_all()
-        ack = Ack(seq=h.seq, reason=reason, safety_state=int(self.supervisor.state), clamped=reason == Reason.OK_CLAMPED)
-        if self.on_command is not None:
-            self.on_command(ack, msg)
-        return self._ack(identity, h.seq, reason, clamped=ack.clamped)
-
-    def _refuse(self, identity: bytes, seq: int, reason: Reason, peer: str, detail: str) -> list:
-        self.stats[f"refused_{reason.name}"] += 1
-        self.supervisor.refusals[reason.name] += 1
-        self._warn(reason.name, "refused message seq %d from %s: %s (%s)", seq, peer, reason.name, detail)
-        return self._ack(identity, seq, reason)
-
-    def _control(self, identity: bytes, seq: int, payload: Any, peer: str) -> list:
-        actions = {
-            "arm": self.supervisor.arm,
-            "disarm": self.supervisor.disarm,
-            "estop": self.supervisor.estop,
-            "clear_estop": self.supervisor.clear_estop,
-        }
-        action = payload.get("action") if isinstance(payload, dict) else None
-        if not isinstance(action, str) or action not in actions:  # e.g. {"action": [1]}: unhashable, found by fuzzing
-            return self._refuse(identity, seq, Reason.BAD_PAYLOAD, peer, f"unknown control action {action!r}")
-        log.warning("control %r from %s", action, peer)
-        return self._ack(identity, seq, actions[action](clock.now_ns()))
-
-    @staticmethod
-    def _peer_address(frame: Any) -> str:
-        try:
-            return frame.get("Peer-Address") or "inproc"
-        except (zmq.ZMQError, AttributeError):
-            return "inproc"
+    def _clip_depth(self, distance_m: Any) -> Any:
+        """Finite ranges beyond the camera's range become the range, as in training; +inf (no return) stays."""
+        far = float(self.profile.camera.max_distance_m)
+        arr = np.asarray(distance_m, dtype=np.float32)
+        if np.any(np.isfinite(arr) & (arr > far)):
+            arr = np.where(np.isfinite(arr) & (arr > far), np.float32(far), arr)
+        return arr
 
 
-def _best_effort_seq(frames: list) -> int:
-    """The sequence number of a frame we refused, if the header got that far; else 0."""
-    try:
-        buf = frames[2].bytes if hasattr(frames[2], "bytes") else frames[2]
-        return HEADER.unpack_from(buf)[7] if len(buf) >= HEADER.size else 0
-    except Exception:
-        return 0
+__all__ = ["HalServer", "HalServerConfig", "HalError", "MAX_CLIENTS", "bind_socket", "wait_tcp_port_released"]

@@ -108,6 +108,7 @@ class InferenceMetrics:
     not_armed_skipped: int = 0  # steps computed while the HAL would refuse commands (not sent)
     errors: int = 0
     episodes: int = 0
+    session_restarts: int = 0  # HAL server restarts seen (each resets the history like an episode)
 
 
 class ParkourInferenceClient:
@@ -145,7 +146,7 @@ class ParkourInferenceClient:
         self._stop = threading.Event()
         self._latent: Any = None
         self._yaw_raw: Any = None
-        self._episode: int | None = None
+        self._episode: tuple[int, int] | None = None  # (server session, episode) of the last step
         self._use_estimator: bool | None = model_weights.use_estimator
         self.on_step_result: Callable[[Exception | None], None] | None = None  # called after every control step
 
@@ -254,7 +255,9 @@ class ParkourInferenceClient:
         self._check_episode(sample)
         t0 = time.perf_counter()
         state = sample.value
-        nav_s, scan_s, depth_s = hal.latest(Kind.NAVIGATION), hal.latest(Kind.HEIGHT_SCAN), hal.latest(Kind.DEPTH)
+        # only this state's session: right after a restart another session's samples must not mix in
+        nav_s, scan_s, depth_s = (s if s is not None and s.session_id == sample.session_id else None
+                                  for s in (hal.latest(Kind.NAVIGATION), hal.latest(Kind.HEIGHT_SCAN), hal.latest(Kind.DEPTH)))
         limit = self.options.max_depth_age_s
         if policy.kind == "student" and limit is not None and depth_s is not None:
             depth_age_s = (clock.now_ns() - depth_s.value.stamp_ns) * 1e-9  # a stalled camera: the HAL stops sending
@@ -316,11 +319,16 @@ class ParkourInferenceClient:
         return state is None or state in ("ARMED", "ACTIVE")
 
     def _check_episode(self, sample: Any) -> None:
-        """Reset on the first state of a new episode: the server stamps every telemetry header with it (protocol v2)."""
-        episode = sample.episode
+        """Reset on the first state of a new episode (every telemetry header carries it, protocol v2) or of a
+        new server session: after a server restart nothing observed before it may shape an action."""
+        episode = (sample.session_id, sample.episode)
         if episode == self._episode:
             return
         if self._episode is not None:
+            if episode[0] != self._episode[0]:
+                self.counters.session_restarts += 1
+                log.warning("HAL server session changed (%08x -> %08x): history reset, resuming from its telemetry",
+                            self._episode[0], episode[0])
             self.reset_episode()
         self._episode = episode
 
@@ -354,5 +362,6 @@ class ParkourInferenceClient:
             "not_armed_skipped": self.counters.not_armed_skipped,
             "errors": self.counters.errors,
             "episodes": self.counters.episodes,
+            "session_restarts": self.counters.session_restarts,
             "last_action": None if self.last_action is None else self.last_action.tolist(),
         }

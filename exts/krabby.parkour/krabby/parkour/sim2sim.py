@@ -7,7 +7,9 @@ action mapper are the same code that runs in Isaac Sim and on the robot; only th
 Each control step: the server publishes the observation, waits for the command computed from it,
 hands the supervisor's output to the backend, and MuJoCo runs 4 physics steps with the training PD.
 
-``--fast`` runs as fast as the machine allows (lock-step with the policy, deterministic; the world
+``--server-only`` runs no policy: the MuJoCo robot is served, in real time, to an outside client (a
+policy on another machine: ``--deploy robot_tcp`` or ``--key-dir/--allow-dir`` for CURVE on tcp; see
+``krabby.hal.deploy.server_flags``). ``--fast`` runs as fast as the machine allows (lock-step with the policy, deterministic; the world
 is paused while the policy computes, so the watchdog and staleness limits are loosened to 1 s);
 ``--realtime`` (default) keeps wall-clock time and gives the policy one control period to answer,
 as a robot would.
@@ -25,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from krabby.hal.deploy.server_flags import add_server_flags, server_and_client_configs
 
 log = logging.getLogger("krabby.sim2sim")
 
@@ -53,9 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--control_rate", type=float, default=None, help="Hz (default: the policy's trained rate, else the robot profile's)")
     ap.add_argument("--device", default="cpu", help="torch device for the policy")
     ap.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference runtime")
-    ap.add_argument("--observation_bind", default="inproc://hal_observation")
-    ap.add_argument("--command_bind", default="inproc://hal_commands")
-    ap.add_argument("--insecure-tcp", action="store_true", help="allow a tcp command channel without CURVE keys")
+    ap.add_argument("--server-only", action="store_true", help="no built-in policy: serve the robot to an outside client")
+    ap.add_argument("--depth", action="store_true", help="--server-only: also render the depth camera (a student client)")
     ap.add_argument("--robot", default="go2", help="robot profile name or path")
     ap.add_argument("--terrain", choices=TERRAINS, default="flat")
     ap.add_argument("--difficulty", type=float, default=None, help="0..1, preset default when omitted")
@@ -71,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--video", metavar="OUT", help="write an .mp4 or .gif of the run (offscreen rendering)")
     ap.add_argument("--video-fps", type=int, default=25)
     ap.add_argument("--quiet", action="store_true", help="no live status line")
+    add_server_flags(ap)
     ap.set_defaults(fast=False)
     return ap
 
@@ -139,39 +143,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import zmq
 
     from krabby.hal.backends.mujoco_backend import MujocoBackend, MujocoBackendConfig
-    from krabby.hal.client import HalClientConfig
     from krabby.hal.robot_profile import load_robot_profile
     from krabby.hal.safety import SafetyConfig
-    from krabby.hal.server import HalServer, HalServerConfig
+    from krabby.hal.server import HalServer
 
     from .inference import InferenceOptions, ModelWeights, ParkourInferenceClient
 
-    checkpoint = args.checkpoint or default_checkpoint()
-    if checkpoint is None:
+    if args.server_only and (args.fast or args.record):
+        raise ValueError("--server-only runs in real time with no policy of its own: --fast and --record need one")
+    checkpoint = None if args.server_only else (args.checkpoint or default_checkpoint())
+    if checkpoint is None and not args.server_only:
         raise SystemExit("krabby-hal-server-mujoco: no --checkpoint given and no bundled policy found (policies/go2_demo_teacher)")
     profile = load_robot_profile(args.robot)
     from . import load_policy
 
-    policy = load_policy(checkpoint, device=args.device, backend=args.backend, num_threads=1)
+    policy = None if args.server_only else load_policy(checkpoint, device=args.device, backend=args.backend, num_threads=1)
+    kind = policy.kind if policy is not None else ("student" if args.depth else "teacher")
     # each policy kind gets the sensor it reads: the teacher the height scan, the student the depth camera
     backend = MujocoBackend(
         MujocoBackendConfig(robot=args.robot, terrain=args.terrain, seed=args.seed, difficulty=args.difficulty,
-                            forward_speed_m_s=args.speed, enable_height_scan=policy.kind == "teacher",
-                            enable_depth=policy.kind == "student"),
+                            forward_speed_m_s=args.speed, enable_height_scan=policy is None or kind == "teacher",
+                            enable_depth=kind == "student"),
         profile=profile,
     )
-    backend.connect()
-    ctx = zmq.Context()
     # --fast pauses the simulated world while the policy computes, so wall-clock limits mean nothing
     # there: the supervisor and the client allow 1 s. --realtime keeps the deployment defaults.
     safety = SafetyConfig(arm_on_start=True)
+    server_cfg, client_cfg = server_and_client_configs(args, safety, own_client=not args.server_only)
     if args.fast:
-        safety.watchdog_s = safety.max_command_age_s = LOCKSTEP_TIME_LIMIT_S
-    server_cfg = HalServerConfig(args.observation_bind, args.command_bind, safety=safety, allow_insecure_tcp=args.insecure_tcp)
+        server_cfg.safety.watchdog_s = server_cfg.safety.max_command_age_s = LOCKSTEP_TIME_LIMIT_S
+    backend.connect()
+    ctx = zmq.Context()
     server = HalServer(backend, server_cfg, context=ctx).start()
-    connect = lambda ep: ep.replace("tcp://*", "tcp://127.0.0.1").replace("tcp://0.0.0.0", "tcp://127.0.0.1")  # noqa: E731
-    client = ParkourInferenceClient(
-        HalClientConfig(connect(args.observation_bind), connect(args.command_bind)),
+    client: Any = _OutsideClient() if args.server_only else ParkourInferenceClient(
+        client_cfg,
         ModelWeights(str(checkpoint), action_dim=args.action_dim, obs_dim=args.obs_dim, backend=args.backend),
         control_rate=args.control_rate, device=args.device, transport_context=ctx,
         options=InferenceOptions(lockstep=args.fast, record_path=args.record,
@@ -193,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         falls, missed, loop_ms = 0, 0, []
         wall0 = time.perf_counter()
         next_status = wall0
-        first_wait_s = 10.0  # the first command includes the policy's warm-up
+        first_wait_s = 0.0 if args.server_only else 10.0  # the first command includes the policy's warm-up
         progress_before_falls = 0.0
         for step in range(steps):
             t_step = time.perf_counter()
@@ -246,7 +251,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "loop_ms_p50": _pct(loop_ms, 50), "loop_ms_p99": _pct(loop_ms, 99),
             "compute_ms_p50": m["compute_ms_p50"], "compute_ms_p99": m["compute_ms_p99"],
             "obs_age_ms_p50": m["obs_age_ms_p50"], "obs_age_ms_p99": m["obs_age_ms_p99"],
-            "commands_accepted": m["commands_accepted"], "commands_refused": m["commands_refused"],
+            "commands_accepted": m["commands_accepted"] if not args.server_only else server.stats["commands_accepted"],
+            "commands_refused": m["commands_refused"],
             "safety": {
                 "final_state": snap["state"], "watchdog_trips": snap["watchdog_trips"],
                 "clamped_commands": snap["clamped_commands"], "refusals": snap["refusals"],
@@ -266,6 +272,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server.close()
         backend.disconnect()
         ctx.destroy(0)
+
+
+class _OutsideClient:
+    """--server-only: the policy runs elsewhere; this stands in for the built-in client's lifecycle and metrics."""
+
+    policy = None
+    control_rate = None
+
+    def initialize(self) -> None:
+        pass
+
+    def start_thread(self, running: Any = None) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def metrics(self) -> dict:
+        nan = math.nan
+        return {"compute_ms_p50": nan, "compute_ms_p99": nan, "obs_age_ms_p50": nan, "obs_age_ms_p99": nan,
+                "commands_accepted": 0, "commands_refused": {}}
 
 
 def _open_viewer(backend: Any) -> Any:

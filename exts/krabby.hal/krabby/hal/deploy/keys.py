@@ -216,7 +216,10 @@ class AllowList:
                 except SecurityError as e:
                     log.warning("allow-list: skipping %s", e)
             self._keys, self._signature = keys, sig
-            log.info("allow-list %s: %d client key(s)", self.directory, len(keys))
+            if sig == ("unreadable",):  # logged once per change: the scan repeats at every handshake
+                log.warning("allow-list %s is missing or unreadable: every client is refused", self.directory)
+            else:
+                log.info("allow-list %s: %d client key(s)", self.directory, len(keys))
 
     def lookup(self, public_key_z85: bytes) -> str | None:
         """The name of an allowed key, or None."""

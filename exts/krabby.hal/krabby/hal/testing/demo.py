@@ -1,7 +1,9 @@
 """krabby-hal-demo: the HAL round trip on the loopback test double, with a live rate/latency line.
 
 No simulator and no policy: a client thread answers every state with the default pose. Useful to
-check an install, or a tcp link between two machines (``--observation_bind/--command_bind``).
+check an install, or a tcp link between two machines (``--observation_bind/--command_bind``, CURVE
+keys with ``--deploy`` or ``--key-dir``). ``--server-only`` runs no client of its own: the loopback
+robot then waits for an outside client (``docs/minimal_client.py``, a policy on another machine).
 """
 
 from __future__ import annotations
@@ -15,61 +17,72 @@ import time
 import numpy as np
 
 from ..backends.loopback_double import LoopbackTestDouble
-from ..client import HalClient, HalClientConfig
+from ..client import HalClient, HandshakeError
+from ..deploy.server_flags import add_server_flags, server_and_client_configs
 from ..protocol import Kind
 from ..robot_profile import load_robot_profile
 from ..safety import SafetyConfig
-from ..server import HalError, HalServer, HalServerConfig
+from ..server import HalError, HalServer
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=float, default=5.0, help="seconds to run")
     ap.add_argument("--robot", default="go2", help="robot profile name or path")
-    ap.add_argument("--observation_bind", default="inproc://hal_observation")
-    ap.add_argument("--command_bind", default="inproc://hal_commands")
-    ap.add_argument("--insecure-tcp", action="store_true", help="allow an unauthenticated tcp command channel")
+    ap.add_argument("--server-only", action="store_true", help="no built-in client: serve outside clients only")
+    add_server_flags(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     profile = load_robot_profile(args.robot)
-    cfg = HalServerConfig(args.observation_bind, args.command_bind, safety=SafetyConfig(arm_on_start=True),
-                          allow_insecure_tcp=args.insecure_tcp)
     try:
+        cfg, client_cfg = server_and_client_configs(args, SafetyConfig(arm_on_start=True), own_client=not args.server_only)
         server = HalServer(LoopbackTestDouble(profile), cfg).start()
-    except HalError as e:
+    except (HalError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    client = HalClient(HalClientConfig(args.observation_bind.replace("*", "127.0.0.1"), args.command_bind.replace("*", "127.0.0.1")))
-    client.connect()
     running = threading.Event()
     running.set()
     rtts: list[float] = []
+    client = None
+    if client_cfg is not None:
+        client = HalClient(client_cfg)
+        try:
+            client.connect()
+        except HandshakeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            server.close()
+            return 2
 
-    def answer() -> None:
-        while running.is_set():
-            s = client.wait_new(Kind.STATE, 0.2)
-            if s is not None:
-                ack = client.send_command(profile.default_pos_rad, s)
-                if ack.accepted:
-                    rtts.append(ack.rtt_s)
+        def answer() -> None:
+            while running.is_set():
+                s = client.wait_new(Kind.STATE, 0.2)
+                if s is not None:
+                    ack = client.send_command(profile.default_pos_rad, s)
+                    if ack.accepted:
+                        rtts.append(ack.rtt_s)
 
-    t = threading.Thread(target=answer, daemon=True)
-    t.start()
+        t = threading.Thread(target=answer, daemon=True)
+        t.start()
+    else:
+        print(f"serving: telemetry {cfg.observation_bind}, commands {cfg.command_bind}, session {server.session_id:08x}", flush=True)
     srv = threading.Thread(target=server.run, args=(running, args.duration), daemon=True)
     srv.start()
     t0 = time.monotonic()
     while srv.is_alive():
         time.sleep(0.5)
         el = time.monotonic() - t0
+        accepted = server.stats["commands_accepted"]
         recent = np.array(rtts[-100:]) * 1e3 if rtts else np.array([np.nan])
-        print(f"\rt={el:5.1f} s  commands={len(rtts):5d}  rate={len(rtts) / el:5.1f} Hz  "
+        print(f"\rt={el:5.1f} s  commands={accepted:5d}  rate={accepted / el:5.1f} Hz  "
               f"ack rtt p50={np.median(recent):.2f} ms  safety={server.supervisor.state.name:8s}", end="", flush=True)
     running.clear()
-    t.join()
+    if client is not None:
+        t.join()
     print()
-    client.close()
+    if client is not None:
+        client.close()
     server.close()
-    return 0 if rtts else 1
+    return 0 if server.stats["commands_accepted"] or args.server_only else 1
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from ..protocol import (
     StateLayout,
     decode,
     encode,
+    hello_payload,
     pack_navigation,
     pack_state,
 )
@@ -123,7 +124,7 @@ class CommandFuzzTarget:
 
     def handshake(self) -> None:
         self.seq += 1
-        reply = self.request(encode(Kind.HELLO, session_id=0, seq=self.seq, stamp_ns=clock.now_ns(), payload={"client_name": "fuzz"}))
+        reply = self.request(encode(Kind.HELLO, session_id=0, seq=self.seq, stamp_ns=clock.now_ns(), payload=hello_payload("fuzz")))
         assert reply is not None and getattr(reply, "header", None) is not None and reply.header.kind == Kind.WELCOME, reply
         self.last_seq = -1
 
@@ -154,7 +155,7 @@ class CommandFuzzTarget:
                 base = encode(Kind.CONTROL, session_id=self.server.session_id, seq=self.seq, stamp_ns=clock.now_ns(),
                               payload={"action": action})
             else:
-                base = encode(Kind.HELLO, session_id=0, seq=self.seq, stamp_ns=clock.now_ns(), payload={"client_name": "fuzz"})
+                base = encode(Kind.HELLO, session_id=0, seq=self.seq, stamp_ns=clock.now_ns(), payload=hello_payload("fuzz"))
         return mutate([bytes(f) if not isinstance(f, np.ndarray) else f.tobytes() for f in base], rng,
                       MutationContext(self.server.session_id, self.seq), max_mutations, ops)
 
@@ -162,6 +163,7 @@ class CommandFuzzTarget:
         """Between batches: re-handshake and re-arm, so a fuzzed e-stop or huge seq does not end coverage."""
         now = clock.now_ns()
         self.server.supervisor.clear_estop(now)
+        self.server.supervisor.disarm(now)  # also ends the commander lease of a dealer that was replaced
         self.server.supervisor.arm(now)
         self.handshake()
 
@@ -267,9 +269,9 @@ class CommandFuzzTarget:
                 return decode(d.recv_multipart())
 
             now = clock.now_ns()
-            if req(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=now, payload={"client_name": "after-fuzz"})) is None:
+            if req(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=now, payload=hello_payload("after-fuzz"))) is None:
                 return False
-            for i, action in enumerate(("clear_estop", "arm"), start=2):
+            for i, action in enumerate(("clear_estop", "disarm", "arm"), start=2):  # disarm: take over from the fuzzer
                 req(encode(Kind.CONTROL, session_id=self.server.session_id, seq=i, stamp_ns=clock.now_ns(), payload={"action": action}))
             reply = req(encode(Kind.COMMAND, session_id=self.server.session_id, seq=10, stamp_ns=clock.now_ns(),
                                payload=np.asarray(self.profile.default_pos_rad, dtype=np.float32)))
@@ -340,9 +342,9 @@ class TelemetryFuzzTarget:
                 ops: list[int] | None = None) -> list[bytes]:
         base = self._valid(rng.choice(TELEMETRY_KINDS) if base_kind is None else base_kind)
         out = mutate(base, rng, MutationContext(self.session_id, self.seq, max_seq=self.seq + self.SEQ_WINDOW), max_mutations, ops)
-        # Seqs stay below the next probe's (byte flips included): a valid in-session message with a larger
-        # seq would shadow later ones, since the client keeps the newest sample by seq and only the server
-        # can publish in its session (docs/security.md, residual risks). Re-testing that forever adds nothing.
+        # Seqs stay below the next probe's (byte flips included), so that each probe checks delivery at once.
+        # What a larger seq does (refused beyond 2**20, resync after 3 refusals) is pinned by
+        # tests/test_hal_liveness.py::test_one_injected_huge_seq_cannot_freeze_the_client.
         if len(out) == 3 and len(out[1]) == HEADER_SIZE:
             seq = struct.unpack_from("<Q", out[1], 16)[0]
             if seq > self.seq + self.SEQ_WINDOW:
@@ -400,13 +402,12 @@ class TelemetryFuzzTarget:
             for name, n in sizes.items():
                 if getattr(v, name).shape != (n,):
                     return f"{name} shape {getattr(v, name).shape}"
-        # Depth and scan sizes are checked for form (2-D / 1-D float32), not against the handshake: the
-        # client trusts in-session telemetry, which only the server can publish (docs/security.md).
+        # Depth and scan: the shapes the handshake announced (the client's TelemetryGate refuses others)
         elif s.kind == Kind.DEPTH:
-            if not isinstance(v, DepthFrame) or v.distance_m.ndim != 2 or v.distance_m.dtype != np.float32:
+            if not isinstance(v, DepthFrame) or list(v.distance_m.shape) != list(info["depth_shape"]) or v.distance_m.dtype != np.float32:
                 return f"depth {type(v).__name__} {getattr(getattr(v, 'distance_m', None), 'shape', None)}"
         elif s.kind == Kind.HEIGHT_SCAN:
-            if not isinstance(v, HeightScan) or v.base_height_above_hit_m.ndim != 1:
+            if not isinstance(v, HeightScan) or v.base_height_above_hit_m.shape != (info["height_scan_points"],):
                 return f"scan {type(v).__name__} {getattr(getattr(v, 'base_height_above_hit_m', None), 'shape', None)}"
         elif s.kind == Kind.NAVIGATION:
             if not isinstance(v, NavigationCommand):
