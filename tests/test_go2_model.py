@@ -4,6 +4,8 @@ calf's velocity clamp, and the exported model being the one the run compiles."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -146,7 +148,7 @@ def test_export_model_is_the_model_the_run_compiled(tmp_path, profile):
     b = MujocoBackend(MujocoBackendConfig(terrain="parkour", seed=3, enable_depth=False, enable_height_scan=False), profile=profile)
     b.connect()
     path = b.export_model(tmp_path / "sub" / "go2.xml")
-    text = open(path).read()
+    text = Path(path).read_text()
     assert "training actuator" in text and "calf 15.7" in text  # says what runs outside the MJCF
     m2 = mujoco.MjModel.from_xml_path(path)
     m = b.model
