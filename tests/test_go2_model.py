@@ -156,3 +156,15 @@ def test_export_model_is_the_model_the_run_compiled(tmp_path, profile):
                   "geom_size", "geom_pos", "geom_friction", "geom_contype", "geom_conaffinity", "jnt_range", "actuator_ctrlrange"):
         assert np.array_equal(getattr(m, field), getattr(m2, field)), field
     assert m2.opt.timestep == m.opt.timestep and m2.ngeom == m.ngeom
+
+
+def test_cli_export_model_writes_the_runs_model(tmp_path, profile):
+    from krabby.parkour.sim2sim import main
+
+    path = tmp_path / "gaps.xml"
+    assert main(["--export-model", str(path), "--duration", "0", "--terrain", "gaps", "--seed", "2"]) == 0
+    b = MujocoBackend(MujocoBackendConfig(terrain="gaps", seed=2, enable_depth=False), profile=profile)
+    b.connect()
+    m2 = mujoco.MjModel.from_xml_path(str(path))
+    assert m2.ngeom == b.model.ngeom and np.array_equal(m2.geom_pos, b.model.geom_pos)
+    assert np.array_equal(m2.body_inertia, b.model.body_inertia)

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--summary", metavar="JSON", help="write the run summary here")
     ap.add_argument("--video", metavar="OUT", help="write an .mp4 or .gif of the run (offscreen rendering)")
     ap.add_argument("--video-fps", type=int, default=25)
+    ap.add_argument("--export-model", metavar="PATH",
+                    help="write the exact MuJoCo model (MJCF) this run compiles, to open in MuJoCo's viewer or diff "
+                         "(with --duration 0 the run stops there)")
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     ap.set_defaults(fast=False)
     return ap
@@ -161,6 +164,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         profile=profile,
     )
     backend.connect()
+    if args.export_model:
+        print(f"model: {backend.export_model(args.export_model)}", file=sys.stderr)
     ctx = zmq.Context()
     # --fast pauses the simulated world while the policy computes, so wall-clock limits mean nothing
     # there: the supervisor and the client allow 1 s. --realtime keeps the deployment defaults.
@@ -284,6 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     from krabby.hal.server import HalError
     from krabby.parkour.policy import PolicyLoadError
 
+    if args.export_model and args.duration <= 0:  # only the model: no policy, no loop
+        from krabby.hal.backends.mujoco_backend import MujocoBackend, MujocoBackendConfig
+
+        backend = MujocoBackend(MujocoBackendConfig(robot=args.robot, terrain=args.terrain, seed=args.seed, difficulty=args.difficulty))
+        backend.connect()
+        print(f"model: {backend.export_model(args.export_model)}")
+        backend.disconnect()
+        return 0
     try:
         summary = run(args)
     except (HalError, PolicyLoadError, ValueError, FileNotFoundError) as e:
