@@ -1,7 +1,7 @@
 """How the Go2's joints answer a position step under the training actuator, per armature value.
 
 The training USD's joint armature cannot be read here, so config/robots/go2_mujoco.toml's value is
-chosen by measurement (docs/sim2sim.md, "Armature"). This prints, for each candidate armature, the
+chosen by measurement (exts/krabby.hal/docs/mujoco_model.md, "Armature"). This prints, for each candidate armature, the
 step response of one front-left joint with the base welded in the air: the training PD (Kp 40,
 Kd 1, DC-motor clip) evaluated explicitly at every 5 ms physics step, as Isaac Lab's explicit
 actuator does, the rest of the legs holding the default pose, then a step of the policy action by

@@ -201,7 +201,7 @@ def go2_mjcf(
 
     The base spawns at the course's spawn point, profile.spawn_base_height_m above the ground,
     with every joint at 0; the backend puts the joints at the default pose before stepping.
-    ``armature_kg_m2`` overrides go2_mujoco.toml's (for the armature measurement, docs/sim2sim.md);
+    ``armature_kg_m2`` overrides go2_mujoco.toml's (the armature measurement, krabby.hal docs/mujoco_model.md);
     ``fixed_base`` welds the base to the world (joint step responses with the legs in the air).
     """
     prm = params or load_model_params()
