@@ -10,6 +10,8 @@ the robot at the start (as the CLI does); distance adds up the progress of every
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -19,8 +21,9 @@ from krabby.parkour.sim2sim import TERRAINS, main as sim2sim_main
 
 def run_one(terrain: str, seed: int, duration_s: float, extra: list[str], out: Path) -> dict:
     summary = out / f"{terrain}_{seed}.json"
-    rc = sim2sim_main(["--terrain", terrain, "--seed", str(seed), "--duration", str(duration_s), "--fast", "--quiet",
-                       "--summary", str(summary), *extra])
+    with contextlib.redirect_stdout(io.StringIO()):  # the CLI's own per-run lines
+        rc = sim2sim_main(["--terrain", terrain, "--seed", str(seed), "--duration", str(duration_s), "--fast", "--quiet",
+                           "--summary", str(summary), *extra])
     if rc != 0:
         raise SystemExit(f"sim2sim failed on {terrain} seed {seed} (rc {rc})")
     return json.loads(summary.read_text())
