@@ -223,6 +223,7 @@ def test_nan_scan_ray_is_a_miss_like_training():
     obs = teacher_obs(height_scan=scan(h))
     assert obs[53 + 4] == -1.0 and obs[53 + 70] == -1.0
     np.testing.assert_array_equal(np.delete(obs[53:185], [4, 70]), 0.0)
+    h = np.full(132, 0.3)
     h[5] = np.inf
     with pytest.raises(ValueError, match="HeightScan"):
         teacher_obs(height_scan=scan(h))
