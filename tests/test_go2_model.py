@@ -100,11 +100,14 @@ def test_calf_velocity_is_clamped_like_the_training_asset(profile):
     jt = profile.joint_names.index("FL_thigh_joint")
     b.data.qvel[b._dadr[j]] = 25.0  # faster than the calf's 15.7 rad/s
     b.data.qvel[b._dadr[jt]] = 25.0  # within the thigh's 30.1 rad/s
+    q0 = b.read().state.joint_pos_rad
     b.apply(b.zero_torque_command())
     b.step_control()
-    v = b.read().state.joint_vel_rad_s
-    assert abs(v[j]) <= 15.7 + 1e-9
-    assert abs(v[jt]) > 15.7
+    s = b.read().state
+    assert abs(s.joint_vel_rad_s[j]) <= 15.7 + 1e-9
+    assert abs(s.joint_vel_rad_s[jt]) > 15.7
+    # the position moved at the clamped speed too: at most 4 physics steps x 5 ms x 15.7 rad/s
+    assert 0.0 < s.joint_pos_rad[j] - q0[j] <= 4 * profile.physics_dt_s * 15.7 + 1e-9
 
 
 def test_self_collision_is_on_and_standing_touches_nothing_of_its_own(backend, profile):

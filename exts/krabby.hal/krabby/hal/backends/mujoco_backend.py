@@ -25,7 +25,8 @@ which is also what a contact sensor in Isaac Lab reports.
 
 Joint velocity clamp: after every physics step the joints' velocities are clamped to the training
 asset's solver limit (go2_mujoco.toml max_velocity_rad_s: PhysX's maxJointVelocity, 15.7 rad/s on
-the calves); MuJoCo has no such limit of its own.
+the calves), and the step's position update is redone with the clamped velocity (semi-implicit
+Euler: q += dt * v_new); MuJoCo has no such limit of its own.
 
 Refresh rates: the height scan is cast at every control step that is read; the depth image (the
 expensive part, ~1-2 ms) once per camera period, at the first read() of control steps 0-4, 5-9, ...
@@ -258,7 +259,9 @@ class MujocoBackend(HalBackend):
             self._pos_stage_current = False
             v = d.qvel[dadr]
             if np.any(np.abs(v) > vmax):  # the training asset's solver velocity clamp
-                d.qvel[dadr] = np.clip(v, -vmax, vmax)
+                clamped = np.clip(v, -vmax, vmax)
+                d.qpos[self._qadr] -= m.opt.timestep * (v - clamped)  # Euler moved q with v: move it with the clamped v
+                d.qvel[dadr] = clamped
         self._applied_torque_nm = tau
         mj.mj_step1(m, d)  # kinematics and contacts of the new state, for read() and the next step
         self._pos_stage_current = True
