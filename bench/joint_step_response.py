@@ -18,6 +18,7 @@ import argparse
 
 import numpy as np
 
+from krabby.hal.backends.mujoco_backend import clamp_joint_velocity
 from krabby.hal.robot_profile import load_robot_profile
 from krabby.hal.sim.go2_model import build_go2_model, load_model_params
 from krabby.hal.sim.model_report import mass_report
@@ -47,7 +48,7 @@ def step_response(armature: float, joint: str, step_rad: float = 0.5, settle_s: 
         mujoco.mj_step1(m, d)
         d.ctrl[act] = cmd.torque_nm(prof, d.qpos[qadr], d.qvel[dadr])
         mujoco.mj_step2(m, d)
-        d.qvel[dadr] = np.clip(d.qvel[dadr], -vmax, vmax)  # the backend's clamp (training USD maxJointVelocity)
+        clamp_joint_velocity(m, d, qadr, dadr, vmax)  # the backend's clamp (training USD maxJointVelocity)
 
     for _ in range(int(round(settle_s / m.opt.timestep))):
         physics_step()

@@ -52,6 +52,17 @@ from ..robot_profile import RobotProfile, load_robot_profile
 from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame
 
 
+def clamp_joint_velocity(model, data, qadr: np.ndarray, dadr: np.ndarray, max_vel: np.ndarray) -> None:
+    """After a physics step: clamp hinge-joint velocities to max_vel, as PhysX's maxJointVelocity does
+    inside its solver, and redo that step's position update with the clamped velocity (semi-implicit
+    Euler moved q by dt * v)."""
+    v = data.qvel[dadr]
+    if np.any(np.abs(v) > max_vel):
+        clamped = np.clip(v, -max_vel, max_vel)
+        data.qpos[qadr] -= model.opt.timestep * (v - clamped)
+        data.qvel[dadr] = clamped
+
+
 class RenderingUnavailableError(RuntimeError):
     """Offscreen rendering needs an OpenGL context that this process cannot create."""
 
@@ -257,11 +268,7 @@ class MujocoBackend(HalBackend):
             d.ctrl[self._act] = tau
             mj.mj_step2(m, d)
             self._pos_stage_current = False
-            v = d.qvel[dadr]
-            if np.any(np.abs(v) > vmax):  # the training asset's solver velocity clamp
-                clamped = np.clip(v, -vmax, vmax)
-                d.qpos[self._qadr] -= m.opt.timestep * (v - clamped)  # Euler moved q with v: move it with the clamped v
-                d.qvel[dadr] = clamped
+            clamp_joint_velocity(m, d, self._qadr, dadr, vmax)
         self._applied_torque_nm = tau
         mj.mj_step1(m, d)  # kinematics and contacts of the new state, for read() and the next step
         self._pos_stage_current = True
