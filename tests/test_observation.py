@@ -216,6 +216,37 @@ def test_scan_formula_miss_and_order():
     np.testing.assert_array_equal(obs[57:184], 0.0)
 
 
+def test_nan_scan_ray_is_a_miss_like_training():
+    """A NaN ray reads -1 (a miss after training's clip), it does not drop the step; +inf stays refused."""
+    h = np.full(132, 0.3)
+    h[[4, 70]] = np.nan
+    obs = teacher_obs(height_scan=scan(h))
+    assert obs[53 + 4] == -1.0 and obs[53 + 70] == -1.0
+    np.testing.assert_array_equal(np.delete(obs[53:185], [4, 70]), 0.0)
+    h = np.full(132, 0.3)
+    h[5] = np.inf
+    with pytest.raises(ValueError, match="HeightScan"):
+        teacher_obs(height_scan=scan(h))
+
+
+def test_speed_command_outside_the_trained_range_warns_and_clamps_when_configured(caplog):
+    import dataclasses
+    import logging
+
+    assert PROFILE.command_speed_range_m_s == (0.3, 0.8) and not PROFILE.clamp_command_speed
+    b = ObservationBuilder(PROFILE, kind="teacher")
+    with caplog.at_level(logging.WARNING, logger="krabby.parkour.observation"):
+        obs = [b.build(make_state(), nav(speed=v), last_action_policy=ZERO_ACTION, height_scan=scan())[L.COMMAND_VX]
+               for v in (0.5, 0.1, 0.1, 1.2)]
+    assert obs == [np.float32(0.5), np.float32(0.1), np.float32(0.1), np.float32(1.2)]  # warned, passed as given
+    warnings = [r.getMessage() for r in caplog.records if "outside the trained range" in r.getMessage()]
+    assert len(warnings) == 2 and "0.1 m/s" in warnings[0] and "1.2 m/s" in warnings[1]  # once per value
+    clamping = ObservationBuilder(dataclasses.replace(PROFILE, clamp_command_speed=True), kind="teacher")
+    out = [clamping.build(make_state(), nav(speed=v), last_action_policy=ZERO_ACTION, height_scan=scan())[L.COMMAND_VX]
+           for v in (0.1, 0.6, 1.2)]
+    assert out == [np.float32(0.3), np.float32(0.6), np.float32(0.8)]
+
+
 def test_student_without_scan_has_zero_scan_and_teacher_requires_one():
     b = ObservationBuilder(PROFILE, kind="student")
     obs = b.build(make_state(), nav(), last_action_policy=ZERO_ACTION, depth=depth_frame(1.0))

@@ -89,3 +89,16 @@ def test_profile_file_errors(tmp_path):
     bad.write_text("[robot\nname=")
     with pytest.raises(ProfileError, match="not valid TOML"):
         load_robot_profile(bad)
+
+
+def test_command_speed_range_is_optional_and_validated():
+    data = copy.deepcopy(dict(load_robot_profile("go2").source))
+    del data["policy"]["command_speed_range_m_s"], data["policy"]["clamp_command_speed"]
+    p = profile_from_dict(data)
+    assert p.command_speed_range_m_s is None and not p.clamp_command_speed  # unchecked
+    data["policy"]["clamp_command_speed"] = True
+    with pytest.raises(ProfileError, match="clamp_command_speed"):
+        profile_from_dict(data)
+    data["policy"]["command_speed_range_m_s"] = [0.8, 0.3]
+    with pytest.raises(ProfileError, match="low <= high"):
+        profile_from_dict(data)

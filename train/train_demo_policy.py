@@ -483,9 +483,13 @@ to run it through onnxruntime:
 
 {table_markdown(rows, 0.5, sched.eval_s)}
 
-Limits: it walks forward at 0.3-0.8 m/s over flat ground and 5 cm obstacles, steering to the course's goals. It
-has never seen gaps, stones, slopes or higher obstacles, and it was not trained against the real
-robot's dynamics.
+## What it can and cannot do
+
+It **can** walk forward at 0.3-0.8 m/s on flat ground, 5 cm hurdles and 5 cm steps, steering to the
+course's goals. It **cannot** cross gaps, climb the parkour boxes or walk the stepping stones: its
+expert, a scripted trot, cannot either, so it never learned them. It is a Krabby demo distilled on
+this MuJoCo model: its behaviour says the loop works, not that an Isaac-trained policy would
+survive MuJoCo's dynamics. Every course: `python bench/demo_policy_courses.py`.
 """
     (out / "README.md").write_text(text)
 

@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -144,6 +144,9 @@ class RobotProfile:
     camera: CameraSpec
     height_scan: HeightScanSpec
     source: Mapping[str, Any]  # the parsed TOML, sent verbatim in the HAL handshake
+    # [policy] command_speed_range_m_s: the forward-speed commands training drew (obs[10]); None = unchecked.
+    command_speed_range_m_s: Optional[tuple[float, float]] = None
+    clamp_command_speed: bool = False  # [policy] clamp_command_speed: clamp into that range (else only warn)
 
     # -- derived index maps: policy[i] = robot[policy_from_robot[i]], robot[j] = policy[robot_from_policy[j]]
     @property
@@ -368,6 +371,14 @@ def _profile_from_dict(data: Mapping[str, Any]) -> RobotProfile:
     )
     if height_scan.resolution_m <= 0:
         raise ProfileError("field 'height_scan.resolution_m' must be positive")
+    speed_range = None
+    if "command_speed_range_m_s" in policy:
+        speed_range = _floats(policy, "command_speed_range_m_s", "policy.command_speed_range_m_s", 2)
+        if not speed_range[0] <= speed_range[1]:
+            raise ProfileError("field 'policy.command_speed_range_m_s' must be [low, high] with low <= high")
+    clamp_speed = _get(policy, "clamp_command_speed", "policy.clamp_command_speed", bool) if "clamp_command_speed" in policy else False
+    if clamp_speed and speed_range is None:
+        raise ProfileError("field 'policy.clamp_command_speed' needs policy.command_speed_range_m_s")
 
     def per_joint(field: str) -> np.ndarray:
         return np.array([getattr(act_specs[k], field) for k in kinds], dtype=np.float64)
@@ -403,4 +414,6 @@ def _profile_from_dict(data: Mapping[str, Any]) -> RobotProfile:
         camera=camera,
         height_scan=height_scan,
         source=data,
+        command_speed_range_m_s=speed_range,  # type: ignore[arg-type]
+        clamp_command_speed=clamp_speed,
     )

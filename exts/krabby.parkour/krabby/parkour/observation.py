@@ -70,6 +70,7 @@ rounded (transcendental functions differ between CPU and GPU anyway).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Literal, Optional, Union
@@ -79,6 +80,8 @@ import numpy as np
 from krabby.hal.robot_profile import RobotProfile
 from krabby.hal.types import DepthFrame, HeightScan, NavigationCommand, RobotState
 from krabby.parkour import obs_layout as L
+
+log = logging.getLogger(__name__)
 
 PolicyKind = Literal["teacher", "student"]
 POLICY_KINDS: tuple[str, ...] = ("teacher", "student")
@@ -172,6 +175,8 @@ class ObservationBuilder:
         self._policy_feet_from_robot = profile.policy_feet_from_robot
         self._default_pos_policy_rad = profile.to_policy_order(profile.default_pos_rad).astype(_F32)
         self._contact_threshold_n = float(profile.contact_threshold_n)
+        self._speed_range = profile.command_speed_range_m_s  # the trained command range, or None
+        self._speed_warned: Optional[float] = None  # the last out-of-range speed warned about
         self._depth = None
         if kind == "student":
             from krabby.parkour.depth import DepthPreprocessor
@@ -256,11 +261,14 @@ class ObservationBuilder:
         speed = float(navigation.forward_speed_m_s)
         if not math.isfinite(speed):
             raise ValueError(f"NavigationCommand.forward_speed_m_s must be finite, got {speed}")
+        if self._speed_range is not None and not self._speed_range[0] <= speed <= self._speed_range[1]:
+            speed = self._out_of_range_speed(speed)
         delta_yaws = self._delta_yaws(navigation) if refresh else None
         if height_scan is not None:
-            self._latest_scan_m = self._vector(
-                height_scan.base_height_above_hit_m, L.NUM_SCAN, "HeightScan.base_height_above_hit_m", allow_neg_inf=True
-            )
+            h = np.asarray(height_scan.base_height_above_hit_m, dtype=np.float64)
+            if np.isnan(h).any():  # a NaN ray is a miss, as in training: -inf, so the scan term reads -1
+                h = np.where(np.isnan(h), -np.inf, h)
+            self._latest_scan_m = self._vector(h, L.NUM_SCAN, "HeightScan.base_height_above_hit_m", allow_neg_inf=True)
         if depth is not None and self._depth is not None:
             self._latest_depth = self._receive_depth(depth)
 
@@ -326,6 +334,16 @@ class ObservationBuilder:
                 raise ValueError(f"teacher needs finite NavigationCommand delta yaws, got {yaws.tolist()}")
             yaws = np.zeros(2)  # the student overwrites 6:8 with its own prediction
         return yaws.astype(_F32)
+
+    def _out_of_range_speed(self, speed: float) -> float:
+        """Warn (once per commanded value) about a speed outside the trained range; clamp if the profile says so."""
+        lo, hi = self._speed_range  # type: ignore[misc]
+        clamp = self.profile.clamp_command_speed
+        if self._speed_warned != speed:
+            self._speed_warned = speed
+            log.warning("forward speed command %.3g m/s is outside the trained range [%.3g, %.3g] m/s: the policy is out of "
+                        "distribution%s", speed, lo, hi, f"; clamped to {min(max(speed, lo), hi):.3g}" if clamp else "")
+        return min(max(speed, lo), hi) if clamp else speed
 
     def _scan(self) -> np.ndarray:
         """clip(h - 0.3, -1, 1) of the newest scan; a miss (-inf) gives -1 (spec §1.2)."""

@@ -13,6 +13,11 @@ policy on another machine: ``--deploy robot_tcp`` or ``--key-dir/--allow-dir`` f
 is paused while the policy computes, so the watchdog and staleness limits are loosened to 1 s);
 ``--realtime`` (default) keeps wall-clock time and gives the policy one control period to answer,
 as a robot would.
+
+The default policy is the bundled demo (policies/go2_demo_teacher): a scripted trot distilled on
+this MuJoCo model. It walks at 0.3-0.8 m/s on flat ground, 5 cm hurdles, 5 cm steps and slopes; it
+cannot cross gaps, climb the parkour boxes or walk the stones. It shows the loop works; pass
+--checkpoint to test an Isaac-trained policy. The model is in exts/krabby.hal/docs/mujoco_model.md.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--terrain", choices=TERRAINS, default="flat")
     ap.add_argument("--difficulty", type=float, default=None, help="0..1, preset default when omitted")
     ap.add_argument("--seed", type=int, default=0, help="course seed (same seed, same course)")
-    ap.add_argument("--speed", type=float, default=0.5, help="commanded forward speed, m/s")
+    ap.add_argument("--speed", type=float, default=0.5, help="commanded forward speed, m/s (trained: 0.3-0.8; outside it warns)")
     ap.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--realtime", dest="fast", action="store_false", help="keep wall-clock time (default)")
@@ -73,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--summary", metavar="JSON", help="write the run summary here")
     ap.add_argument("--video", metavar="OUT", help="write an .mp4 or .gif of the run (offscreen rendering)")
     ap.add_argument("--video-fps", type=int, default=25)
+    ap.add_argument("--export-model", metavar="PATH",
+                    help="write the exact MuJoCo model (MJCF) this run compiles, to open in MuJoCo's viewer or diff "
+                         "(with --duration 0 the run stops there)")
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     add_server_flags(ap)
     ap.set_defaults(fast=False)
@@ -173,6 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.fast:
         server_cfg.safety.watchdog_s = server_cfg.safety.max_command_age_s = LOCKSTEP_TIME_LIMIT_S
     backend.connect()
+    if args.export_model:
+        print(f"model: {backend.export_model(args.export_model)}", file=sys.stderr)
     ctx = zmq.Context()
     server = HalServer(backend, server_cfg, context=ctx).start()
     client: Any = _OutsideClient() if args.server_only else ParkourInferenceClient(
@@ -311,6 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     from krabby.hal.server import HalError
     from krabby.parkour.policy import PolicyLoadError
 
+    if args.export_model and args.duration <= 0:  # only the model: no policy, no loop
+        from krabby.hal.backends.mujoco_backend import MujocoBackend, MujocoBackendConfig
+
+        backend = MujocoBackend(MujocoBackendConfig(robot=args.robot, terrain=args.terrain, seed=args.seed, difficulty=args.difficulty))
+        backend.connect()
+        print(f"model: {backend.export_model(args.export_model)}")
+        backend.disconnect()
+        return 0
     try:
         summary = run(args)
     except (HalError, PolicyLoadError, ValueError, FileNotFoundError) as e:

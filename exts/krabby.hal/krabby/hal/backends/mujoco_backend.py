@@ -23,10 +23,17 @@ anyway, so ``read`` sees current kinematics at no extra cost. The accelerometer 
 contact forces are acceleration-stage values: they describe the last physics step (5 ms earlier),
 which is also what a contact sensor in Isaac Lab reports.
 
+Joint velocity clamp: after every physics step the joints' velocities are clamped to the training
+asset's solver limit (go2_mujoco.toml max_velocity_rad_s: PhysX's maxJointVelocity, 15.7 rad/s on
+the calves), and the step's position update is redone with the clamped velocity (semi-implicit
+Euler: q += dt * v_new); MuJoCo has no such limit of its own.
+
 Refresh rates: the height scan is cast at every control step that is read; the depth image (the
 expensive part, ~1-2 ms) once per camera period, at the first read() of control steps 0-4, 5-9, ...
-counted from connect/reset. A consumer whose 5-step schedule also starts at 0 therefore gets a
-frame captured on its own refresh step, as in training (spec §0). Navigation follows training's
+counted from connect, and never restarted by a respawn: the observation builder's refresh schedule
+is a global counter that a training reset does not restart either, so a frame is captured on the
+builder's own refresh step, as in training (spec §0), in every episode. The first read() after a
+reset also captures a frame: the builder refills its depth buffer from it. Navigation follows training's
 waypoint logic, updated once per control step after physics (spec §0 step 3).
 """
 
@@ -45,6 +52,17 @@ from ..robot_profile import RobotProfile, load_robot_profile
 from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame
 
 
+def clamp_joint_velocity(model, data, qadr: np.ndarray, dadr: np.ndarray, max_vel: np.ndarray) -> None:
+    """After a physics step: clamp hinge-joint velocities to max_vel, as PhysX's maxJointVelocity does
+    inside its solver, and redo that step's position update with the clamped velocity (semi-implicit
+    Euler moved q by dt * v)."""
+    v = data.qvel[dadr]
+    if np.any(np.abs(v) > max_vel):
+        clamped = np.clip(v, -max_vel, max_vel)
+        data.qpos[qadr] -= model.opt.timestep * (v - clamped)
+        data.qvel[dadr] = clamped
+
+
 class RenderingUnavailableError(RuntimeError):
     """Offscreen rendering needs an OpenGL context that this process cannot create."""
 
@@ -61,6 +79,7 @@ class MujocoBackendConfig:
     num_goals: int = 8
     forward_speed_m_s: float = 0.5  # the navigation command's forward speed (obs[10])
     foot_friction: Optional[float] = None  # sliding friction of the feet; None = go2_mujoco.toml
+    armature_kg_m2: Optional[float] = None  # joint armature; None = go2_mujoco.toml (sensitivity studies)
     enable_height_scan: bool = True
     enable_depth: bool = True
     depth_rate_hz: Optional[float] = None  # None = profile.camera.update_rate_hz
@@ -89,6 +108,8 @@ class MujocoBackend(HalBackend):
         self.model = None
         self.data = None
         self._renderers: dict = {}
+        self.mjcf: Optional[str] = None  # the exact MJCF text the model was compiled from
+        self._global_steps = 0  # control steps since connect (the depth camera's phase)
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -113,8 +134,8 @@ class MujocoBackend(HalBackend):
             BASE_BODY,
             BASE_JOINT,
             GYRO_SENSOR,
-            build_go2_model,
             foot_contact_sensor,
+            go2_mjcf,
             load_model_params,
         )
         from ..sim.sensors import DepthCamera, GoalTracker, HeightScanner
@@ -123,7 +144,9 @@ class MujocoBackend(HalBackend):
         cfg, prof = self.config, self.profile
         if self._course is None:
             self._course = make_course(CourseConfig(cfg.terrain, cfg.seed, cfg.difficulty, cfg.num_goals))
-        self.model = build_go2_model(prof, self._course, load_model_params(cfg.model_params), foot_friction=cfg.foot_friction)
+        params = load_model_params(cfg.model_params)
+        self.mjcf = go2_mjcf(prof, self._course, params, foot_friction=cfg.foot_friction, armature_kg_m2=cfg.armature_kg_m2)
+        self.model = mujoco.MjModel.from_xml_string(self.mjcf)
         if abs(self.model.opt.timestep - prof.physics_dt_s) > 1e-12:
             raise RuntimeError(f"model timestep {self.model.opt.timestep} != profile physics dt {prof.physics_dt_s}")
         self.data = mujoco.MjData(self.model)
@@ -142,6 +165,7 @@ class MujocoBackend(HalBackend):
         self._qadr = np.array([m.jnt_qposadr[jid(n)] for n in prof.joint_names])
         self._dadr = np.array([m.jnt_dofadr[jid(n)] for n in prof.joint_names])
         self._act = np.array([oid(mujoco.mjtObj.mjOBJ_ACTUATOR, n) for n in prof.joint_names])
+        self._max_vel = np.array([params.max_joint_velocity_rad_s[k] for k in prof.joint_actuator_kind])
         base_j = jid(BASE_JOINT)
         if m.jnt_bodyid[base_j] != oid(mujoco.mjtObj.mjOBJ_BODY, BASE_BODY):
             raise RuntimeError(f"joint {BASE_JOINT!r} is not the free joint of body {BASE_BODY!r}")
@@ -167,6 +191,7 @@ class MujocoBackend(HalBackend):
         )
         self._terrain_is_flat = self._course.is_flat
         self._mujoco = mujoco
+        self._global_steps = 0
         self.reset()
         self.episode = 0  # the first spawn; every later reset() is a new episode
 
@@ -191,8 +216,10 @@ class MujocoBackend(HalBackend):
         self._pos_stage_current = True
         self._control_steps = 0
         self._command = self.default_pose_command()
+        global_steps = self._global_steps  # settling is not a control step of the run
         for _ in range(int(round(self.config.settle_s / prof.control_dt_s))):
             self.step_control()
+        self._global_steps = global_steps
         if not self.config.hold_default_pose:
             self._command = self.zero_torque_command()
         self._control_steps = 0
@@ -233,17 +260,20 @@ class MujocoBackend(HalBackend):
         """Advance one control period: profile.decimation physics steps, PD torque recomputed in each."""
         self._require()
         mj, m, d, prof, cmd = self._mujoco, self.model, self.data, self.profile, self._command
+        dadr, vmax = self._dadr, self._max_vel
         for _ in range(prof.decimation):
             if not self._pos_stage_current:
                 mj.mj_step1(m, d)
-            tau = cmd.torque_nm(prof, d.qpos[self._qadr], d.qvel[self._dadr])
+            tau = cmd.torque_nm(prof, d.qpos[self._qadr], d.qvel[dadr])
             d.ctrl[self._act] = tau
             mj.mj_step2(m, d)
             self._pos_stage_current = False
+            clamp_joint_velocity(m, d, self._qadr, dadr, vmax)
         self._applied_torque_nm = tau
         mj.mj_step1(m, d)  # kinematics and contacts of the new state, for read() and the next step
         self._pos_stage_current = True
         self._control_steps += 1
+        self._global_steps += 1
         self._goals.update(d.qpos[self._base_q : self._base_q + 2])
 
     # ------------------------------------------------------------------------------ sensing
@@ -274,8 +304,9 @@ class MujocoBackend(HalBackend):
                 self._scan_step = self._control_steps
             frame.height_scan = self._scan
         if self._camera is not None:
-            # one capture per depth period (control steps 0-4, 5-9, ... at 10 Hz), at its first read
-            period = self._control_steps // self._depth_every
+            # one capture per depth period (global control steps 0-4, 5-9, ... at 10 Hz), at its first
+            # read; reset() sets _depth_period to -1, so the first read of an episode captures too
+            period = self._global_steps // self._depth_every
             if period != self._depth_period:
                 self._depth = DepthFrame(stamp, self._camera.capture(d, self.base_pos_w_m, rot))
                 self._depth_period = period
@@ -303,8 +334,30 @@ class MujocoBackend(HalBackend):
 
     @property
     def control_step_count(self) -> int:
-        """Control steps since connect/reset (the depth refresh phase counts from here)."""
+        """Control steps since connect/reset."""
         return self._control_steps
+
+    @property
+    def global_step_count(self) -> int:
+        """Control steps since connect, across resets (the depth camera's refresh phase counts from here)."""
+        return self._global_steps
+
+    def export_model(self, path) -> str:
+        """Write the exact MJCF this run compiled (open it in MuJoCo's viewer, or diff it); returns the path."""
+        self._require()
+        from pathlib import Path
+
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        kinds = ", ".join(f"{k} {v:g}" for k, v in sorted(dict(zip(self.profile.joint_actuator_kind, self._max_vel)).items()))
+        header = (
+            "<!-- Krabby MuJoCo Go2, exactly as compiled by MujocoBackend (krabby-hal-server-mujoco --export-model).\n"
+            "     Not in this file, done by the backend every physics step: the training actuator (PD plus\n"
+            f"     DC-motor clip, config/robots/{self.profile.name}.toml) written to the motors' ctrl, and the joint\n"
+            f"     velocity clamp (rad/s: {kinds}). Terrain: {self.config.terrain}, seed {self.config.seed}. -->\n"
+        )
+        p.write_text(header + (self.mjcf or ""))
+        return str(p)
 
     @property
     def base_pos_w_m(self) -> np.ndarray:

@@ -5,9 +5,16 @@ come from the robot profile (config/robots/go2.toml), and the link geometry from
 config/robots/go2_mujoco.toml (spec §8 numbers), so no robot fact is written twice. The actuators
 are plain torque motors (gear 1, ctrlrange = the profile's effort limits): the training actuator
 model (PD plus DC-motor torque-speed clip, spec §3) is evaluated by the backend every physics
-step, exactly as Isaac Lab's explicit actuator did. Robot geoms sit in geom group 1 and collide
-only with the world (contype 0 / conaffinity 1 against terrain contype 1 / conaffinity 0), so there
-is no self-collision, and sensors that filter on group 0 never see the robot.
+step, exactly as Isaac Lab's explicit actuator did.
+
+Mass distribution: every body carries the published inertial of the real Go2 (mass, centre of mass
+and full inertia tensor, go2_mujoco.toml [inertials], from Menagerie ``unitree_go2/go2.xml``); the
+collision primitives are massless, so their shape never moves a centre of mass. Inertials are written
+for the front-left leg and mirrored (x and/or y) for the others, tensor included.
+
+Contacts: robot geoms sit in geom group 1 (sensors that filter on group 0 never see the robot) and,
+as in training (``enabled_self_collisions=True``), collide with the world and with each other;
+MuJoCo's parent filter leaves out the pairs joined by a joint, as PhysX does.
 """
 
 from __future__ import annotations
@@ -61,10 +68,13 @@ class Go2ModelParams:
     joint_damping_nm_s_per_rad: float
     joint_armature_kg_m2: float
     joint_frictionloss_nm: float
+    max_joint_velocity_rad_s: Mapping[str, float]  # per link kind: the training asset's solver clamp
     foot_friction: tuple[float, float, float]
     foot_condim: int
     body_friction: tuple[float, float, float]
+    self_collision: bool
     base: Mapping[str, Any]
+    inertials: Mapping[str, Mapping[str, Any]]  # per link kind, front-left leg frame
     leg: Mapping[str, Any]
     legs: tuple[LegSpec, ...]
 
@@ -88,10 +98,13 @@ def load_model_params(name_or_path: str | os.PathLike = "go2_mujoco") -> Go2Mode
             joint_damping_nm_s_per_rad=float(d["joint_dynamics"]["damping_nm_s_per_rad"]),
             joint_armature_kg_m2=float(d["joint_dynamics"]["armature_kg_m2"]),
             joint_frictionloss_nm=float(d["joint_dynamics"]["frictionloss_nm"]),
+            max_joint_velocity_rad_s={str(k): float(v) for k, v in d["joint_dynamics"]["max_velocity_rad_s"].items()},
             foot_friction=tuple(float(v) for v in d["contact"]["foot_friction"]),  # type: ignore[arg-type]
             foot_condim=int(d["contact"]["foot_condim"]),
             body_friction=tuple(float(v) for v in d["contact"]["body_friction"]),  # type: ignore[arg-type]
+            self_collision=bool(d["contact"]["self_collision"]),
             base=d["base"],
+            inertials=d["inertials"],
             leg=d["leg"],
             legs=legs,
         )
@@ -114,6 +127,23 @@ def _look_at_xyaxes(eye: np.ndarray, target: np.ndarray) -> str:
     right /= np.linalg.norm(right)
     up = np.cross(right, f)
     return _v(np.concatenate([right, up]))
+
+
+def mirrored_inertial(inertial: Mapping[str, Any], sign_xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CoM and full inertia (ixx iyy izz ixy ixz iyz) of a front-left link mirrored by diag(sign_xyz).
+
+    A reflection S maps the tensor to S I S: each product of inertia changes sign once per flipped axis.
+    """
+    com = np.asarray(inertial["com_pos_m"], dtype=float) * sign_xyz
+    ixx, iyy, izz, ixy, ixz, iyz = (float(v) for v in inertial["full_inertia_kg_m2"])
+    sx, sy, sz = (float(v) for v in sign_xyz)
+    return com, np.array([ixx, iyy, izz, sx * sy * ixy, sx * sz * ixz, sy * sz * iyz])
+
+
+def _inertial_xml(inertial: Mapping[str, Any], sign_xyz: np.ndarray) -> str:
+    com, full = mirrored_inertial(inertial, sign_xyz)
+    mass = float(inertial["mass_kg"])
+    return f'<inertial pos="{_v(com)}" mass="{mass:.9g}" fullinertia="{_v(full)}"/>'
 
 
 def _leg_joints(profile: RobotProfile, leg: LegSpec, chain: list[str]) -> list[int]:
@@ -158,11 +188,21 @@ def _terrain_xml(course: Course) -> str:
     return "\n    ".join(lines)
 
 
-def go2_mjcf(profile: RobotProfile, course: Course, params: Optional[Go2ModelParams] = None, *, foot_friction: Optional[float] = None) -> str:
+def go2_mjcf(
+    profile: RobotProfile,
+    course: Course,
+    params: Optional[Go2ModelParams] = None,
+    *,
+    foot_friction: Optional[float] = None,
+    armature_kg_m2: Optional[float] = None,
+    fixed_base: bool = False,
+) -> str:
     """MJCF text of the Go2 on a course. Actuators are in the profile's robot joint order.
 
     The base spawns at the course's spawn point, profile.spawn_base_height_m above the ground,
     with every joint at 0; the backend puts the joints at the default pose before stepping.
+    ``armature_kg_m2`` overrides go2_mujoco.toml's (the armature measurement, krabby.hal docs/mujoco_model.md);
+    ``fixed_base`` welds the base to the world (joint step responses with the legs in the air).
     """
     prm = params or load_model_params()
     if prm.profile_name != profile.name:
@@ -179,6 +219,8 @@ def go2_mjcf(profile: RobotProfile, course: Course, params: Optional[Go2ModelPar
     ff = list(prm.foot_friction)
     if foot_friction is not None:
         ff[0] = float(foot_friction)
+    armature = prm.joint_armature_kg_m2 if armature_kg_m2 is None else float(armature_kg_m2)
+    inertial = {kind: prm.inertials[kind] for kind in chain}
 
     def jnt(i: int, axis: np.ndarray) -> str:
         return (
@@ -196,19 +238,22 @@ def go2_mjcf(profile: RobotProfile, course: Course, params: Optional[Go2ModelPar
         legs_xml.append(
             f"""
       <body name="{p}_hip" pos="{_v(np.asarray(leg['hip_pos_base_m']) * m)}">
+        {_inertial_xml(inertial[chain[0]], m)}
         {jnt(ih, axes[0])}
         <geom class="robot" type="cylinder" size="{leg['hip_cylinder_radius_m']} {leg['hip_cylinder_half_length_m']}"
-              pos="{_v(np.asarray(leg['hip_cylinder_pos_m']) * my)}" zaxis="0 1 0" mass="{leg['hip_mass_kg']}"/>
+              pos="{_v(np.asarray(leg['hip_cylinder_pos_m']) * my)}" zaxis="0 1 0"/>
         <body name="{p}_thigh" pos="{_v(np.asarray(leg['thigh_pos_hip_m']) * my)}">
+          {_inertial_xml(inertial[chain[1]], my)}
           {jnt(it, axes[1])}
           <geom class="robot" type="box" size="{_v(leg['thigh_box_half_extents_m'])}" pos="{_v(leg['thigh_box_pos_m'])}"
-                euler="0 1.5707963267948966 0" mass="{leg['thigh_mass_kg']}"/>
+                euler="0 1.5707963267948966 0"/>
           <body name="{p}_calf" pos="{_v(leg['calf_pos_thigh_m'])}">
+            {_inertial_xml(inertial[chain[2]], my)}
             {jnt(ic, axes[2])}
             <geom class="robot" type="capsule" size="{leg['calf_capsule_radius_m']}"
-                  fromto="{_v(leg['calf_capsule_from_m'])} {_v(leg['calf_capsule_to_m'])}" mass="{leg['calf_mass_kg']}"/>
+                  fromto="{_v(leg['calf_capsule_from_m'])} {_v(leg['calf_capsule_to_m'])}"/>
             <geom name="{foot}" class="foot" type="sphere" size="{leg['foot_sphere_radius_m']}"
-                  pos="{_v(leg['foot_pos_calf_m'])}" mass="0"/>
+                  pos="{_v(leg['foot_pos_calf_m'])}"/>
           </body>
         </body>
       </body>"""
@@ -229,6 +274,10 @@ def go2_mjcf(profile: RobotProfile, course: Course, params: Optional[Go2ModelPar
     )
     sx, sy = course.spawn_xy_m
     spawn_z = course.spawn_ground_z_m + profile.spawn_base_height_m
+    # terrain: contype 1 / conaffinity 0. Robot: conaffinity 1 (touches terrain); with self-collision
+    # also contype 2 / conaffinity 3, so robot pairs match through bit 2 and terrain never hits terrain.
+    robot_contype, robot_conaffinity = (2, 3) if prm.self_collision else (0, 1)
+    base_joint = "" if fixed_base else f'<freejoint name="{BASE_JOINT}"/>'
     return f"""<mujoco model="{profile.name}_krabby">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{profile.physics_dt_s:.9g}" cone="{prm.cone}" impratio="{prm.impratio:.9g}" integrator="{prm.integrator}"/>
@@ -247,10 +296,11 @@ def go2_mjcf(profile: RobotProfile, course: Course, params: Optional[Go2ModelPar
     <material name="dark" rgba="0.15 0.15 0.17 1"/>
   </asset>
   <default>
-    <joint damping="{prm.joint_damping_nm_s_per_rad:.9g}" armature="{prm.joint_armature_kg_m2:.9g}"
+    <joint damping="{prm.joint_damping_nm_s_per_rad:.9g}" armature="{armature:.9g}"
            frictionloss="{prm.joint_frictionloss_nm:.9g}"/>
     <default class="robot">
-      <geom group="{ROBOT_GEOM_GROUP}" contype="0" conaffinity="1" friction="{_v(prm.body_friction)}" material="robot"/>
+      <geom group="{ROBOT_GEOM_GROUP}" contype="{robot_contype}" conaffinity="{robot_conaffinity}" mass="0"
+            friction="{_v(prm.body_friction)}" material="robot"/>
       <default class="foot">
         <geom condim="{prm.foot_condim}" priority="1" friction="{_v(ff)}" material="dark"/>
       </default>
@@ -260,12 +310,12 @@ def go2_mjcf(profile: RobotProfile, course: Course, params: Optional[Go2ModelPar
     <light name="sun" directional="true" pos="0 0 5" dir="-0.3 0.2 -1" castshadow="false"/>
     {_terrain_xml(course)}
     <body name="{BASE_BODY}" pos="{sx:.9g} {sy:.9g} {spawn_z:.9g}" quat="{_v([math.cos(course.spawn_yaw_rad / 2), 0, 0, math.sin(course.spawn_yaw_rad / 2)])}">
-      <freejoint name="{BASE_JOINT}"/>
+      {base_joint}
       <inertial pos="{_v(base['com_pos_m'])}" mass="{base['mass_kg']}" fullinertia="{_v(base['full_inertia_kg_m2'])}"/>
-      <geom class="robot" type="box" size="{_v(base['box_half_extents_m'])}" mass="0"/>
+      <geom class="robot" type="box" size="{_v(base['box_half_extents_m'])}"/>
       <geom class="robot" type="cylinder" size="{base['head_cylinder_radius_m']} {base['head_cylinder_half_length_m']}"
-            pos="{_v(base['head_cylinder_pos_m'])}" mass="0"/>
-      <geom class="robot" type="sphere" size="{base['head_sphere_radius_m']}" pos="{_v(base['head_sphere_pos_m'])}" mass="0"/>
+            pos="{_v(base['head_cylinder_pos_m'])}"/>
+      <geom class="robot" type="sphere" size="{base['head_sphere_radius_m']}" pos="{_v(base['head_sphere_pos_m'])}"/>
       <site name="{IMU_SITE}" pos="{_v(base['imu_site_pos_m'])}" size="0.01"/>
       <camera name="{DEPTH_CAMERA}" pos="{_v(cam.mount_pos_base_m)}" xyaxes="{depth_xyaxes}"
               sensorsize="{_v(sensorsize_m)}" focal="{focal_m:.9g} {focal_m:.9g}" resolution="{cam.width_px} {cam.height_px}"/>
