@@ -60,7 +60,7 @@ def distance_svg(records: list[dict[str, Any]]) -> str:
         body.append(f'<text x="{x(m):.1f}" y="{height - 24}" text-anchor="middle">{m:.1f}</text>')
     for i, k in enumerate(keys):
         yy = TOP + 22 * i + 12
-        body.append(f'<text x="{LEFT + 104}" y="{yy + 4}" text-anchor="end">{escape(k[0])} {k[2]:g} / {escape(k[1])}</text>')
+        body.append(f'<text x="{LEFT + 104}" y="{yy + 4}" text-anchor="end">{escape(k[0])} d={k[2]:g} / {escape(k[1])}</text>')
         body.append(f'<line x1="{x(0):.1f}" y1="{yy}" x2="{x(top):.1f}" y2="{yy}" stroke="#ddd"/>')
         vals = rows[k]
         body += [f'<circle cx="{x(v):.1f}" cy="{yy}" r="3" fill="{COLORS[i % len(COLORS)]}" fill-opacity="0.6"/>' for v in vals]

@@ -42,6 +42,13 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _range(v: Any) -> str:
+    """A range or value as the card prints it: (low, high) with 4 significant digits."""
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def table_rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
     """One row per (terrain, difficulty, perturbation), in first-seen order; values as fixed-precision text."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -122,7 +129,7 @@ def card_markdown(rows: list[dict[str, str]], meta: dict[str, Any]) -> str:
         f"Training ranges from: {meta['ranges_source']}.", "",
     ]
     for p in g["perturbations"]:
-        items = ", ".join(f"{k} {v}" for k, v in p.items() if k != "name")
+        items = ", ".join(f"{k} {_range(v)}" for k, v in p.items() if k != "name")
         lines.append(f"- `{p['name']}`: {items}")
     t = meta.get("throughput")
     if t:
