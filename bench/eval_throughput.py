@@ -12,7 +12,7 @@ as krabby-eval does, and reports:
 
 The other helpers' jobs share this machine; the header prints the load average next to the numbers.
 
-    python bench/eval_throughput.py [--episodes 4] [--duration 10] [--workers 1,2]
+    python bench/eval_throughput.py [--episodes 4] [--duration 10] [--workers 1,2] [--backend onnx]
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=4, help="episodes per row (flat, seeds 0..N-1)")
     ap.add_argument("--duration", type=float, default=10.0, help="simulated seconds per episode")
     ap.add_argument("--workers", default="1,2", help="comma list of process counts")
+    ap.add_argument("--backend", default="torch", help="inference runtime: torch or onnx")
     args = ap.parse_args()
     checkpoint = str(default_checkpoint())
     grid = Grid(["flat"], seeds=list(range(args.episodes)), perturbations=[NOMINAL], duration_s=args.duration)
-    tasks = grid.tasks(checkpoint, "torch")
-    print(f"{checkpoint} (teacher, torch), {args.episodes} episodes x {args.duration:g} s, flat, nominal, lock-step")
+    tasks = grid.tasks(checkpoint, args.backend)
+    print(f"{checkpoint} (teacher, {args.backend}), {args.episodes} episodes x {args.duration:g} s, flat, nominal, lock-step")
     print(f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start "
           "(other jobs share this machine)")
     header = f"{'processes':>9} {'sim s':>7} {'wall s':>7} {'total sim s/wall s':>19} {'per core':>9} {'steady per proc':>16} {'scaling':>8}"

@@ -9,10 +9,12 @@ keeps it for all its episodes (``policy.reset()`` between them).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
 import os
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -85,9 +87,6 @@ def episode_args(task: EpisodeTask) -> argparse.Namespace:
 
 def run_task(task: EpisodeTask, success_fraction: float = 0.5) -> dict[str, Any]:
     """One episode -> one record (plain JSON types). The episode ends at the first fall."""
-    import logging
-
-    logging.getLogger("krabby").setLevel(logging.ERROR)  # falls and refusals go to the record
     key = (task.checkpoint, task.backend, task.device)
     policy = _POLICIES.get(key)
     if policy is None:
@@ -124,9 +123,27 @@ def run_task(task: EpisodeTask, success_fraction: float = 0.5) -> dict[str, Any]
     }
 
 
+@contextlib.contextmanager
+def quiet_krabby_logs() -> Iterator[None]:
+    """Krabby's warnings (arming, falls) off while episodes run: each record holds them. Restored after."""
+    logger = logging.getLogger("krabby")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _worker_init() -> None:
     # one intra-op thread per process: the processes are the parallelism
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    logging.getLogger("krabby").setLevel(logging.ERROR)
+
+
+def _ray_task(task: EpisodeTask, success_fraction: float) -> dict[str, Any]:
+    _worker_init()
+    return run_task(task, success_fraction)
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -136,9 +153,10 @@ def run_local(tasks: list[EpisodeTask], workers: int, on_result: Progress, succe
     """Episodes over ``workers`` spawned processes (1: in this process); results in task order."""
     if workers <= 1:
         out = []
-        for t in tasks:
-            out.append(run_task(t, success_fraction))
-            on_result(out[-1])
+        with quiet_krabby_logs():
+            for t in tasks:
+                out.append(run_task(t, success_fraction))
+                on_result(out[-1])
         return out
     import functools
     import multiprocessing as mp
@@ -169,7 +187,7 @@ def run_ray(tasks: list[EpisodeTask], address: str, on_result: Progress, success
             ray.init(address=address, log_to_driver=False)
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        remote = ray.remote(num_cpus=1)(run_task)
+        remote = ray.remote(num_cpus=1)(_ray_task)
         pending = [remote.remote(t, success_fraction) for t in tasks]
         results = []
         while pending:
@@ -189,20 +207,26 @@ def run_tasks(tasks: Iterable[EpisodeTask], *, workers: int, ray_address: Option
     tasks = list(tasks)
     t0 = time.perf_counter()
     progress = None
-    if not quiet:
+    try:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+    except ImportError:  # the eval extra brings rich; without it, a line per episode
+        Bar = None  # noqa: N806
+    if not quiet and Bar is not None:
         progress = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
         bar = progress.add_task(label, total=len(tasks), rate="")
         progress.start()
-    sim_s = [0.0]
+    sim_s, done = [0.0], [0]
 
     def on_result(r: dict[str, Any]) -> None:
         sim_s[0] += r["sim_time_s"]
+        elapsed = time.perf_counter() - t0
         if progress is not None:
-            elapsed = time.perf_counter() - t0
             progress.update(bar, advance=1, rate=f"{sim_s[0] / elapsed:.1f} sim s/wall s")
+        elif not quiet:
+            done[0] += 1
+            eta = elapsed / done[0] * (len(tasks) - done[0])
+            print(f"{label}: {done[0]}/{len(tasks)}, {elapsed:.0f} s, ETA {eta:.0f} s, {sim_s[0] / elapsed:.1f} sim s/wall s", flush=True)
 
     try:
         if ray_address:
