@@ -133,3 +133,18 @@ def test_beyond_training_and_grid_toml(tmp_path):
     f.write_text('[perturbations.x]\nmass = 3\n')
     with pytest.raises(ValueError, match="unknown keys"):
         load_grid_toml(f, Grid(["flat"]), {"nominal": NOMINAL})
+
+
+def test_an_episode_ends_at_the_first_fall():
+    """A violent push topples the robot: the record says when, and the episode stops there (no respawn)."""
+    from krabby.hal.sim.perturbation import SimPerturbation
+    from krabby.parkour.evaluate.grid import EpisodeTask
+    from krabby.parkour.evaluate.runner import quiet_krabby_logs, run_task
+    from krabby.parkour.sim2sim import default_checkpoint
+
+    shove = SimPerturbation(push_interval_s=0.5, push_vel_m_s=6.0, seed=1)
+    task = EpisodeTask(0, str(default_checkpoint()), "torch", "flat", None, 0, "shove", shove, 5.0, 0.5)
+    with quiet_krabby_logs():
+        r = run_task(task)
+    assert r["fell"] and not r["success"] and r["pushes"] >= 1
+    assert 0.5 <= r["fall_time_s"] < 5.0 and r["sim_time_s"] == pytest.approx(r["fall_time_s"])
