@@ -105,6 +105,8 @@ def test_training_ranges_from_env_yaml(tmp_path):
     # the shape Isaac Lab's dump_yaml writes: python tuples as tagged sequences
     (run / "params" / "env.yaml").write_text(
         "decimation: 4\nevents:\n"
+        "  reset_base:\n    func: isaaclab.envs.mdp.events:reset_root_state_uniform\n"
+        "    params:\n      velocity_range:\n        x: !!python/tuple\n        - -9.0\n        - 9.0\n"
         "  randomize_rigid_body_mass:\n    func: isaaclab.envs.mdp.events:randomize_rigid_body_mass\n"
         "    params:\n      mass_distribution_params: !!python/tuple\n      - -0.5\n      - 2.0\n      operation: add\n"
         "  push_by_setting_velocity:\n    interval_range_s: !!python/tuple\n    - 6.0\n    - 6.0\n"

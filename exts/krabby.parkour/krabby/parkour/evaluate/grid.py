@@ -108,19 +108,19 @@ def training_ranges(checkpoint: Optional[str | Path]) -> tuple[PerturbationRange
         return SPEC_TRAINING, "spec (the run's params/env.yaml names no randomisation events)"
     r = SPEC_TRAINING
     changes: dict[str, Any] = {}
-    mass = _param(events, "mass_distribution_params")
+    mass = _param(events, "mass", "mass_distribution_params")
     if mass is not None:
         changes["base_mass_offset_kg"] = (float(mass[0]), float(mass[1]))
-    com = _param(events, "com_range")
+    com = _param(events, "com", "com_range")
     if isinstance(com, dict) and "x" in com:
         changes["base_com_offset_m"] = (float(com["x"][0]), float(com["x"][1]))
-    friction = _param(events, "static_friction_range")
+    friction = _param(events, "material", "static_friction_range")
     if friction is not None:
         changes["robot_friction"] = (float(friction[0]), float(friction[1]))
-    push = _param(events, "velocity_range")
+    push = _param(events, "push", "velocity_range")
     if isinstance(push, dict) and "x" in push:
         changes["push_vel_m_s"] = float(max(abs(push["x"][0]), abs(push["x"][1])))
-    interval = _param(events, "interval_range_s")
+    interval = _param(events, "push", "interval_range_s")
     if interval is not None:
         changes["push_interval_s"] = float(interval[0])
     return dataclasses.replace(r, **changes), "the run's params/env.yaml (events), the spec for the rest"
@@ -161,9 +161,11 @@ def _read_events(path: Path) -> dict[str, Any]:
     return events if isinstance(events, dict) else {}
 
 
-def _param(events: dict[str, Any], key: str) -> Any:
-    for term in events.values():
-        if not isinstance(term, dict):
+def _param(events: dict[str, Any], hint: str, key: str) -> Any:
+    """``key`` of the first event term whose name or function mentions ``hint`` (a reset event also has a
+    velocity_range: only the push's counts)."""
+    for name, term in events.items():
+        if not isinstance(term, dict) or hint not in f"{name} {term.get('func', '')}":
             continue
         if key in term and term[key] is not None:
             return term[key]
