@@ -89,6 +89,9 @@ class MujocoBackend(HalBackend):
         self.provides_depth = self.config.enable_depth
         self.provides_height_scan = self.config.enable_height_scan
         self._course = course  # a prebuilt terrain.Course overrides terrain/seed/difficulty
+        self._perturb = self.config.perturbation or SimPerturbation()
+        self._pending: deque = deque()  # commands waiting out the action latency
+        self.pushes_applied = 0
         self.model = None
         self.data = None
         self._renderers: dict = {}
@@ -124,7 +127,6 @@ class MujocoBackend(HalBackend):
         from ..sim.terrain import CourseConfig, make_course
 
         cfg, prof = self.config, self.profile
-        self._perturb = cfg.perturbation or SimPerturbation()
         if self._course is None:
             self._course = make_course(CourseConfig(cfg.terrain, cfg.seed, cfg.difficulty, cfg.num_goals))
         friction = self._perturb.foot_friction if self._perturb.foot_friction is not None else cfg.foot_friction
