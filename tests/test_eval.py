@@ -150,3 +150,14 @@ def test_an_episode_ends_at_the_first_fall():
         r = run_task(task)
     assert r["fell"] and not r["success"] and r["pushes"] >= 1
     assert 0.5 <= r["fall_time_s"] < 5.0 and r["sim_time_s"] == pytest.approx(r["fall_time_s"])
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert main([str(tmp_path / "missing.pt"), "--quiet", "--out", str(tmp_path / "o")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["--perturb", "wild", "--quiet", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown perturbation 'wild'" in capsys.readouterr().err
+    assert main(["--terrains", "moon", "--quiet", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown terrain" in capsys.readouterr().err
+    assert main(["a.pt", "b.pt", "--backend", "torch,onnx", "--out", str(tmp_path / "o")]) == 2
+    assert "give one, or two to compare" in capsys.readouterr().err
