@@ -289,30 +289,22 @@ class ObservationBuilder:
         if needs_depth:
             self._update_depth_buffer(refresh)
 
-        # ---- proprio (0:53), written in place; float32 arithmetic as training (cast, then scale)
-        obs = np.zeros(L.OBS_DIM, dtype=_F32)
-        proprio = obs[L.PROPRIO]
-        proprio[self._dyn_dst] = (telemetry.astype(_F32)[self._dyn_src] - self._dyn_offset) * self._dyn_scale
-        proprio[L.ROLL] = roll
-        proprio[L.PITCH] = pitch
-        proprio[L.DELTA_YAWS] = self._held_delta_yaws_rad
-        proprio[L.COMMAND_VX] = speed
-        proprio[self._flag_slot[bool(navigation.terrain_is_flat)]] = 1.0
-        proprio[L.LAST_ACTION] = last_action
-        proprio[L.FOOT_CONTACT] = self._contacts(telemetry[self._feet])
-
-        # ---- the rest, with the history as it was BEFORE this step (spec §1.4)
-        obs[L.SCAN] = self._held_scan
-        self._priv_explicit(state.base_lin_vel_body_m_s, obs[L.PRIV_EXPLICIT])
-        # obs[L.PRIV_LATENT] stays zero: unused by the history-encoder path (module docstring).
-        obs[L.HISTORY] = self._history.reshape(-1)
-
-        # ---- clip(-100, 100), as training clips the whole vector. The history holds clipped entries
-        # (clip commutes with storing), the scan is within +-1 and priv_latent is 0, so clipping the
-        # head (proprio, scan, priv_explicit) is the same; np.minimum/maximum equal np.clip on finite values.
-        head = obs[: L.PRIV_EXPLICIT.stop]
+        # ---- head = proprio, scan, priv_explicit (0:194): every term from one source vector by one
+        # precomputed gather, then (x - offset) * scale in float32 as training (cast, then scale)
+        flat = bool(navigation.terrain_is_flat)
+        src = np.concatenate((telemetry, last_action, (roll, pitch, speed, float(flat), float(not flat), 0.0),
+                              self._held_delta_yaws_rad, self._contacts(telemetry[self._feet]),
+                              self._priv_velocity(state.base_lin_vel_body_m_s), self._held_scan))
+        head = (src.astype(_F32)[self._head_src] - self._head_offset) * self._head_scale
+        # clip(-100, 100), as training clips the whole vector: history entries are stored clipped (clip
+        # commutes with storing) and priv_latent is 0, so the head is all that needs it; minimum/maximum
+        # equal np.clip on finite values (all are) without its wrapper's cost
         np.minimum(head, _F32(L.OBS_CLIP), out=head)
         np.maximum(head, _F32(-L.OBS_CLIP), out=head)
+        # obs[PRIV_LATENT] stays zero: unused by the history-encoder path (module docstring); the
+        # history is as it was BEFORE this step (spec §1.4)
+        obs = np.concatenate((head, self._zero_priv_latent, self._history.reshape(-1)))
+        proprio = head[L.PROPRIO]
 
         # ---- then update the history: fill at episode steps 0 and 1, shift afterwards; delta yaws masked
         if episode_step <= 1:
@@ -355,11 +347,12 @@ class ObservationBuilder:
         self._prev_contact = now
         return self._contact_values[contact.view(np.int8)]  # [OFF, ON][contact]
 
-    def _priv_explicit(self, lin_vel_body_m_s: np.ndarray, out: np.ndarray) -> None:
-        """Into ``out`` (the zeroed 9-slot block): 2 x body velocity when finite, else left zero."""
+    def _priv_velocity(self, lin_vel_body_m_s: np.ndarray) -> np.ndarray:
+        """The body velocity behind priv_explicit[0:3] (scaled x2 in the gather) when finite, else zeros."""
         v = np.asarray(lin_vel_body_m_s, dtype=_F32)
         if v.shape == (3,) and (math.isfinite(_SUM(v)) or np.all(np.isfinite(v))):
-            out[: L.PRIV_BASE_LIN_VEL.stop - L.PRIV_BASE_LIN_VEL.start] = _F32(L.BASE_LIN_VEL_SCALE) * v
+            return v
+        return self._zero_velocity
 
     # ------------------------------------------------------------------------------- depth
     def _receive_depth(self, frame: DepthFrame) -> _LatestDepth:
@@ -384,11 +377,13 @@ class ObservationBuilder:
 
     # -------------------------------------------------------------------------- validation
     def _telemetry_layout(self, profile: RobotProfile) -> None:
-        """Precomputed gathers: one float64 vector of the state's fields, and where each piece goes.
+        """Precomputed gathers, so ``build`` costs a few numpy calls instead of dozens per control step.
 
-        ``build`` concatenates q, qd, quat, gyro and foot forces once, checks them with one
-        reduction and fills the scaled proprio terms with one gather (policy order), instead of a
-        dozen small numpy calls per control step.
+        ``build`` concatenates the state's vectors (q, qd, quat, gyro, foot forces) once and checks
+        them with one reduction; then it concatenates every per-step input of the head (telemetry,
+        last action, roll, pitch, speed, flags, held yaws, contacts, velocity, held scan) into one
+        source vector, and one gather with per-slot offset and scale (policy order) makes the
+        proprio, scan and priv_explicit blocks.
         """
         nj, nf = profile.num_joints, profile.num_feet
         self._fields = (("joint_pos_rad", nj), ("joint_vel_rad_s", nj), ("base_quat_wxyz", 4),
@@ -397,16 +392,45 @@ class ObservationBuilder:
         q0, qd0, quat0, gyro0, feet0 = (int(v) for v in start[:-1])
         self._quat = slice(quat0, quat0 + 4)
         self._feet = feet0 + self._policy_feet_from_robot
-        idx = lambda sl: np.arange(sl.start, sl.stop)  # noqa: E731
-        self._dyn_dst = np.concatenate([idx(L.BASE_ANG_VEL), idx(L.JOINT_POS), idx(L.JOINT_VEL)])
-        self._dyn_src = np.concatenate([np.arange(gyro0, gyro0 + 3), q0 + self._policy_from_robot, qd0 + self._policy_from_robot])
-        # (x - offset) * scale with offset 0 is x * scale exactly, so one gather covers all three terms
-        self._dyn_offset = np.concatenate([np.zeros(3, _F32), self._default_pos_policy_rad, np.zeros(nj, _F32)])
-        self._dyn_scale = np.concatenate([np.full(3, L.ANG_VEL_SCALE), np.full(nj, L.JOINT_POS_SCALE),
-                                          np.full(nj, L.JOINT_VEL_SCALE)]).astype(_F32)
-        self._flag_slot = {True: L.ENV_FLAT, False: L.ENV_NOT_FLAT}
         self._contact_values = np.array([L.CONTACT_OFF, L.CONTACT_ON], dtype=_F32)
         self._shapes = tuple((n,) for _, n in self._fields)
+        self._zero_velocity = np.zeros(3, dtype=_F32)
+        self._zero_priv_latent = np.zeros(L.NUM_PRIV_LATENT, dtype=_F32)
+
+        # the source vector build() concatenates, in this order, and where each head slot reads it
+        n_tel = int(start[-1])
+        last0 = n_tel
+        roll_i, pitch_i, speed_i, flat_i, not_flat_i, zero_i = range(last0 + nj, last0 + nj + 6)
+        yaw0 = zero_i + 1
+        contact0 = yaw0 + 2
+        vel0 = contact0 + nf
+        scan0 = vel0 + 3
+        head = L.PRIV_EXPLICIT.stop
+        src = np.full(head, -1, dtype=np.int64)
+        offset = np.zeros(head, dtype=_F32)
+        scale = np.ones(head, dtype=_F32)
+
+        def put(sl: slice, source, k: float = 1.0, off=0.0) -> None:
+            src[sl] = source
+            scale[sl] = k
+            offset[sl] = off
+
+        put(L.BASE_ANG_VEL, np.arange(gyro0, gyro0 + 3), L.ANG_VEL_SCALE)
+        put(L.ROLL, roll_i)
+        put(L.PITCH, pitch_i)
+        put(L.DELTA_YAWS, np.arange(yaw0, yaw0 + 2))
+        put(L.COMMAND_VX, speed_i)
+        put(L.ENV_NOT_FLAT, not_flat_i)
+        put(L.ENV_FLAT, flat_i)
+        put(L.JOINT_POS, q0 + self._policy_from_robot, L.JOINT_POS_SCALE, self._default_pos_policy_rad)
+        put(L.JOINT_VEL, qd0 + self._policy_from_robot, L.JOINT_VEL_SCALE)
+        put(L.LAST_ACTION, np.arange(last0, last0 + nj))
+        put(L.FOOT_CONTACT, np.arange(contact0, contact0 + nf))
+        put(L.SCAN, np.arange(scan0, scan0 + L.NUM_SCAN))
+        put(L.PRIV_BASE_LIN_VEL, np.arange(vel0, vel0 + 3), L.BASE_LIN_VEL_SCALE)
+        src[src < 0] = zero_i  # the constant-zero slots (5, 8:10, the rest of priv_explicit)
+        # (x - 0) * 1 is x exactly, so the terms without offset or scale pass through unchanged
+        self._head_src, self._head_offset, self._head_scale = src, offset, scale
 
     def _telemetry(self, state: RobotState) -> np.ndarray:
         """The state's vectors as one float64 array; ValueError naming the field when one is malformed."""
