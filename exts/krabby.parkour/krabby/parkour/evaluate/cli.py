@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 from .grid import NOMINAL, Grid, PerturbationRanges, load_grid_toml, training_ranges
 from .report import compare_markdown, write_results
-from .runner import JOINT_LIMIT_MARGIN_RAD, run_tasks
+from .runner import JOINT_LIMIT_MARGIN_RAD, RayUnavailableError, run_tasks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             folder = evaluate(path, backend, args, out if len(candidates) == 1 else out / label)
             folders.append(folder)
             print(f"{label}: {folder / 'card.md'}")
-    except (PolicyLoadError, ValueError, FileNotFoundError) as e:
+    except (PolicyLoadError, ValueError, FileNotFoundError, RayUnavailableError) as e:
         print(f"krabby-eval: {e}", file=sys.stderr)
         return 2
     if len(folders) == 1:

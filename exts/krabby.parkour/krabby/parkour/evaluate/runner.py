@@ -149,6 +149,10 @@ def _ray_task(task: EpisodeTask, success_fraction: float) -> dict[str, Any]:
 Progress = Callable[[dict[str, Any]], None]
 
 
+class RayUnavailableError(RuntimeError):
+    """--ray was given but no Ray instance could be started or reached."""
+
+
 def run_local(tasks: list[EpisodeTask], workers: int, on_result: Progress, success_fraction: float) -> list[dict[str, Any]]:
     """Episodes over ``workers`` spawned processes (1: in this process); results in task order."""
     if workers <= 1:
@@ -181,10 +185,14 @@ def run_ray(tasks: list[EpisodeTask], address: str, on_result: Progress, success
         raise SystemExit("krabby-eval --ray needs Ray: pip install 'krabby[ray]'") from None
     started = not ray.is_initialized()
     if started:
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
+        try:
+            if address == "local":
+                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        except Exception as e:  # noqa: BLE001 - Ray raises many kinds here; each means "no cluster"
+            raise RayUnavailableError(f"cannot {'start a local Ray instance' if address == 'local' else f'reach Ray at {address!r}'}: "
+                                      f"{type(e).__name__}: {e}") from None
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         remote = ray.remote(num_cpus=1)(_ray_task)
