@@ -87,6 +87,7 @@ PolicyKind = Literal["teacher", "student"]
 POLICY_KINDS: tuple[str, ...] = ("teacher", "student")
 
 _F32 = np.float32
+_SUM = np.add.reduce  # ndarray.sum without its Python wrapper (this runs every control step)
 
 
 # ------------------------------------------------------------------------------- angle helpers
@@ -101,17 +102,28 @@ def wrap_to_pi(angle_rad: float) -> float:
 def euler_xyz_from_quat_wxyz(quat_wxyz: np.ndarray) -> tuple[float, float, float]:
     """(roll, pitch, yaw) rad exactly as training: Isaac Lab ``euler_xyz_from_quat`` (angles mod 2pi),
     then ``wrap_to_pi``. The quaternion (w, x, y, z, world-from-base) is normalised first."""
+    w, x, y, z = _unit_quat(quat_wxyz)
+    roll, pitch = _roll_pitch(w, x, y, z)
+    yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    return roll, pitch, wrap_to_pi(yaw % (2.0 * math.pi))
+
+
+def _unit_quat(quat_wxyz: np.ndarray) -> tuple[float, float, float, float]:
     q = np.asarray(quat_wxyz, dtype=np.float64)
-    n = float(np.linalg.norm(q))
-    if q.shape != (4,) or not math.isfinite(n) or n < 1e-6:
+    n = math.sqrt(float(q.dot(q))) if q.shape == (4,) else math.nan  # = np.linalg.norm, without its overhead
+    if not math.isfinite(n) or n < 1e-6:
         raise ValueError(f"base_quat_wxyz must be a finite non-zero (4,) quaternion, got {quat_wxyz!r}")
-    w, x, y, z = (float(v) for v in q / n)
+    w, x, y, z = q.tolist()
+    return w / n, x / n, y / n, z / n
+
+
+def _roll_pitch(w: float, x: float, y: float, z: float) -> tuple[float, float]:
+    """Roll and pitch of a unit quaternion, Isaac Lab's formulas, mod 2pi then wrapped."""
     roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
     sin_pitch = 2.0 * (w * y - z * x)
     pitch = math.copysign(math.pi / 2.0, sin_pitch) if abs(sin_pitch) >= 1.0 else math.asin(sin_pitch)
-    yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
     two_pi = 2.0 * math.pi
-    return tuple(wrap_to_pi(a % two_pi) for a in (roll, pitch, yaw))  # type: ignore[return-value]
+    return wrap_to_pi(roll % two_pi), wrap_to_pi(pitch % two_pi)
 
 
 def heading_errors_rad(
@@ -177,6 +189,7 @@ class ObservationBuilder:
         self._contact_threshold_n = float(profile.contact_threshold_n)
         self._speed_range = profile.command_speed_range_m_s  # the trained command range, or None
         self._speed_warned: Optional[float] = None  # the last out-of-range speed warned about
+        self._telemetry_layout(profile)
         self._depth = None
         if kind == "student":
             from krabby.parkour.depth import DepthPreprocessor
@@ -255,9 +268,9 @@ class ObservationBuilder:
         refresh = counter % L.REFRESH_PERIOD_STEPS == 0
         episode_step = self._next_episode_step
         # Validate everything before touching any state, so a refused build changes nothing.
-        self._validate_state(state)
+        telemetry = self._telemetry(state)  # (35,) float64: q, qd, quat, gyro, foot forces (robot order)
         last_action = self._vector(last_action_policy, L.NUM_JOINTS, "last_action_policy")
-        roll, pitch, _ = euler_xyz_from_quat_wxyz(state.base_quat_wxyz)
+        roll, pitch = _roll_pitch(*_unit_quat(telemetry[self._quat]))
         speed = float(navigation.forward_speed_m_s)
         if not math.isfinite(speed):
             raise ValueError(f"NavigationCommand.forward_speed_m_s must be finite, got {speed}")
@@ -284,40 +297,31 @@ class ObservationBuilder:
         if needs_depth:
             self._update_depth_buffer(refresh)
 
-        # ---- proprio (0:53)
-        proprio = np.zeros(L.NUM_PROPRIO, dtype=_F32)
-        proprio[L.BASE_ANG_VEL] = np.asarray(state.base_ang_vel_body_rad_s, dtype=_F32) * _F32(L.ANG_VEL_SCALE)
-        proprio[L.ROLL] = roll
-        proprio[L.PITCH] = pitch
-        proprio[L.DELTA_YAWS] = self._held_delta_yaws_rad
-        proprio[L.COMMAND_VX] = speed
-        proprio[L.ENV_NOT_FLAT] = 0.0 if navigation.terrain_is_flat else 1.0
-        proprio[L.ENV_FLAT] = 1.0 if navigation.terrain_is_flat else 0.0
-        q_policy = np.asarray(state.joint_pos_rad)[self._policy_from_robot].astype(_F32)
-        qd_policy = np.asarray(state.joint_vel_rad_s)[self._policy_from_robot].astype(_F32)
-        proprio[L.JOINT_POS] = (q_policy - self._default_pos_policy_rad) * _F32(L.JOINT_POS_SCALE)
-        proprio[L.JOINT_VEL] = qd_policy * _F32(L.JOINT_VEL_SCALE)
-        proprio[L.LAST_ACTION] = last_action
-        proprio[L.FOOT_CONTACT] = self._contacts(state.foot_force_n)
+        # ---- head = proprio, scan, priv_explicit (0:194): every term from one source vector by one
+        # precomputed gather, then (x - offset) * scale in float32 as training (cast, then scale)
+        flat = bool(navigation.terrain_is_flat)
+        src = np.concatenate((telemetry, last_action, (roll, pitch, speed, float(flat), float(not flat), 0.0),
+                              self._held_delta_yaws_rad, self._contacts(telemetry[self._feet]),
+                              self._priv_velocity(state.base_lin_vel_body_m_s), self._held_scan))
+        head = (src.astype(_F32)[self._head_src] - self._head_offset) * self._head_scale
+        # clip(-100, 100), as training clips the whole vector: history entries are stored clipped (clip
+        # commutes with storing) and priv_latent is 0, so the head is all that needs it; minimum/maximum
+        # equal np.clip on finite values (all are) without its wrapper's cost
+        np.minimum(head, _F32(L.OBS_CLIP), out=head)
+        np.maximum(head, _F32(-L.OBS_CLIP), out=head)
+        # obs[PRIV_LATENT] stays zero: unused by the history-encoder path (module docstring); the
+        # history is as it was BEFORE this step (spec §1.4)
+        obs = np.concatenate((head, self._zero_priv_latent, self._history.reshape(-1)))
+        proprio = head[L.PROPRIO]
 
-        # ---- assemble: history as it was BEFORE this step (spec §1.4)
-        obs = np.zeros(L.OBS_DIM, dtype=_F32)
-        obs[L.PROPRIO] = proprio
-        obs[L.SCAN] = self._held_scan
-        obs[L.PRIV_EXPLICIT] = self._priv_explicit(state.base_lin_vel_body_m_s)
-        # obs[L.PRIV_LATENT] stays zero: unused by the history-encoder path (module docstring).
-        obs[L.HISTORY] = self._history.reshape(-1)
-
-        # ---- then update the history: fill at episode steps 0 and 1, shift afterwards
-        stored = proprio.copy()
-        stored[L.DELTA_YAWS] = 0.0
+        # ---- then update the history: fill at episode steps 0 and 1, shift afterwards; delta yaws masked
         if episode_step <= 1:
-            self._history[:] = stored
+            self._history[:] = proprio
+            self._history[:, L.DELTA_YAWS] = 0.0
         else:
             self._history[:-1] = self._history[1:]
-            self._history[-1] = stored
-
-        np.clip(obs, -L.OBS_CLIP, L.OBS_CLIP, out=obs)
+            self._history[-1] = proprio
+            self._history[-1, L.DELTA_YAWS] = 0.0
 
         self._global_step = counter
         self._episode_step = episode_step
@@ -354,20 +358,19 @@ class ObservationBuilder:
         h = self._latest_scan_m.astype(_F32)
         return np.clip(h - _F32(L.SCAN_HEIGHT_OFFSET_M), -_F32(L.SCAN_CLIP), _F32(L.SCAN_CLIP))
 
-    def _contacts(self, foot_force_n: np.ndarray) -> np.ndarray:
-        """float(|F| > threshold now OR at the previous control step) - 0.5, feet FL, FR, RL, RR."""
-        force = np.asarray(foot_force_n, dtype=np.float64)[self._policy_feet_from_robot]
-        now = force > self._contact_threshold_n
+    def _contacts(self, force_policy_n: np.ndarray) -> np.ndarray:
+        """float(|F| > threshold now OR at the previous control step) - 0.5, feet FL, FR, RL, RR (policy order)."""
+        now = force_policy_n > self._contact_threshold_n
         contact = now if self._prev_contact is None else (now | self._prev_contact)
         self._prev_contact = now
-        return np.where(contact, _F32(L.CONTACT_ON), _F32(L.CONTACT_OFF)).astype(_F32)
+        return self._contact_values[contact.view(np.int8)]  # [OFF, ON][contact]
 
-    def _priv_explicit(self, lin_vel_body_m_s: np.ndarray) -> np.ndarray:
-        out = np.zeros(L.NUM_PRIV_EXPLICIT, dtype=_F32)
+    def _priv_velocity(self, lin_vel_body_m_s: np.ndarray) -> np.ndarray:
+        """The body velocity behind priv_explicit[0:3] (scaled x2 in the gather) when finite, else zeros."""
         v = np.asarray(lin_vel_body_m_s, dtype=_F32)
-        if v.shape == (3,) and np.all(np.isfinite(v)):
-            out[: L.PRIV_BASE_LIN_VEL.stop - L.PRIV_BASE_LIN_VEL.start] = _F32(L.BASE_LIN_VEL_SCALE) * v
-        return out
+        if v.shape == (3,) and (math.isfinite(_SUM(v)) or np.all(np.isfinite(v))):
+            return v
+        return self._zero_velocity
 
     # ------------------------------------------------------------------------------- depth
     def _receive_depth(self, frame: DepthFrame) -> _LatestDepth:
@@ -391,11 +394,76 @@ class ObservationBuilder:
             self._depth_buffer_stamps_ns = self._depth_buffer_stamps_ns[1:] + [stamp]
 
     # -------------------------------------------------------------------------- validation
-    def _validate_state(self, state: RobotState) -> None:
-        nj, nf = self.profile.num_joints, self.profile.num_feet
-        for name, n in (("joint_pos_rad", nj), ("joint_vel_rad_s", nj), ("base_quat_wxyz", 4),
-                        ("base_ang_vel_body_rad_s", 3), ("foot_force_n", nf)):
-            self._vector(getattr(state, name), n, f"RobotState.{name}")
+    def _telemetry_layout(self, profile: RobotProfile) -> None:
+        """Precomputed gathers, so ``build`` costs a few numpy calls instead of dozens per control step.
+
+        ``build`` concatenates the state's vectors (q, qd, quat, gyro, foot forces) once and checks
+        them with one reduction; then it concatenates every per-step input of the head (telemetry,
+        last action, roll, pitch, speed, flags, held yaws, contacts, velocity, held scan) into one
+        source vector, and one gather with per-slot offset and scale (policy order) makes the
+        proprio, scan and priv_explicit blocks.
+        """
+        nj, nf = profile.num_joints, profile.num_feet
+        self._fields = (("joint_pos_rad", nj), ("joint_vel_rad_s", nj), ("base_quat_wxyz", 4),
+                        ("base_ang_vel_body_rad_s", 3), ("foot_force_n", nf))
+        start = np.cumsum([0] + [n for _, n in self._fields])
+        q0, qd0, quat0, gyro0, feet0 = (int(v) for v in start[:-1])
+        self._quat = slice(quat0, quat0 + 4)
+        self._feet = feet0 + self._policy_feet_from_robot
+        self._contact_values = np.array([L.CONTACT_OFF, L.CONTACT_ON], dtype=_F32)
+        self._shapes = tuple((n,) for _, n in self._fields)
+        self._zero_velocity = np.zeros(3, dtype=_F32)
+        self._zero_priv_latent = np.zeros(L.NUM_PRIV_LATENT, dtype=_F32)
+
+        # the source vector build() concatenates, in this order, and where each head slot reads it
+        n_tel = int(start[-1])
+        last0 = n_tel
+        roll_i, pitch_i, speed_i, flat_i, not_flat_i, zero_i = range(last0 + nj, last0 + nj + 6)
+        yaw0 = zero_i + 1
+        contact0 = yaw0 + 2
+        vel0 = contact0 + nf
+        scan0 = vel0 + 3
+        head = L.PRIV_EXPLICIT.stop
+        src = np.full(head, -1, dtype=np.int64)
+        offset = np.zeros(head, dtype=_F32)
+        scale = np.ones(head, dtype=_F32)
+
+        def put(sl: slice, source, k: float = 1.0, off=0.0) -> None:
+            src[sl] = source
+            scale[sl] = k
+            offset[sl] = off
+
+        put(L.BASE_ANG_VEL, np.arange(gyro0, gyro0 + 3), L.ANG_VEL_SCALE)
+        put(L.ROLL, roll_i)
+        put(L.PITCH, pitch_i)
+        put(L.DELTA_YAWS, np.arange(yaw0, yaw0 + 2))
+        put(L.COMMAND_VX, speed_i)
+        put(L.ENV_NOT_FLAT, not_flat_i)
+        put(L.ENV_FLAT, flat_i)
+        put(L.JOINT_POS, q0 + self._policy_from_robot, L.JOINT_POS_SCALE, self._default_pos_policy_rad)
+        put(L.JOINT_VEL, qd0 + self._policy_from_robot, L.JOINT_VEL_SCALE)
+        put(L.LAST_ACTION, np.arange(last0, last0 + nj))
+        put(L.FOOT_CONTACT, np.arange(contact0, contact0 + nf))
+        put(L.SCAN, np.arange(scan0, scan0 + L.NUM_SCAN))
+        put(L.PRIV_BASE_LIN_VEL, np.arange(vel0, vel0 + 3), L.BASE_LIN_VEL_SCALE)
+        src[src < 0] = zero_i  # the constant-zero slots (5, 8:10, the rest of priv_explicit)
+        # (x - 0) * 1 is x exactly, so the terms without offset or scale pass through unchanged
+        self._head_src, self._head_offset, self._head_scale = src, offset, scale
+
+    def _telemetry(self, state: RobotState) -> np.ndarray:
+        """The state's vectors as one float64 array; ValueError naming the field when one is malformed."""
+        parts = (state.joint_pos_rad, state.joint_vel_rad_s, state.base_quat_wxyz, state.base_ang_vel_body_rad_s,
+                 state.foot_force_n)  # the order of self._fields
+        try:
+            if tuple(np.shape(p) for p in parts) == self._shapes:
+                buf = np.concatenate(parts, dtype=np.float64)
+                if math.isfinite(_SUM(buf)):
+                    return buf
+        except (TypeError, ValueError):
+            pass
+        for p, (name, n) in zip(parts, self._fields):  # slow path: the precise message
+            self._vector(p, n, f"RobotState.{name}")
+        return np.concatenate(parts, dtype=np.float64)  # finite values whose sum overflowed
 
     @staticmethod
     def _vector(value: np.ndarray, n: int, what: str, *, allow_neg_inf: bool = False) -> np.ndarray:
@@ -403,7 +471,8 @@ class ObservationBuilder:
         if a.shape != (n,):
             raise ValueError(f"{what} must have shape ({n},), got {a.shape}")
         # fast path first (this runs for every vector of every control step): one reduction, no temporaries kept
-        if np.isfinite(a.sum()) or (allow_neg_inf and not (np.isnan(a).any() or (a == np.inf).any())):
+        total = float(_SUM(a))
+        if math.isfinite(total) or (allow_neg_inf and total == -math.inf):  # -inf sum: -inf entries, no nan or +inf
             return a
         bad = np.isnan(a) | (a == np.inf) if allow_neg_inf else ~np.isfinite(a)
         if not bad.any():  # finite values whose sum overflowed

@@ -28,16 +28,15 @@ import logging
 import math
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from krabby.hal.deploy.server_flags import add_server_flags, server_and_client_configs
+from krabby.hal.deploy.server_flags import add_server_flags
+
+from .episode import EpisodeHooks, run_episode
 
 log = logging.getLogger("krabby.sim2sim")
 
-LOCKSTEP_TIME_LIMIT_S = 1.0
 TERRAINS = ("flat", "hurdles", "steps", "gaps", "stones", "slopes", "parkour")
 
 
@@ -134,175 +133,46 @@ class VideoWriter:
         return self.path
 
 
-def _ms(value: float | None) -> str:
-    """A live-line number: '  -  ' until the first sample exists."""
-    return "  -  " if value is None or math.isnan(value) else f"{value:5.2f}"
+class _ViewerAndVideo(EpisodeHooks):
+    """The run's optional viewer window and video, fed by the episode loop."""
 
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.viewer, self.video = args, None, None
 
-def _pct(values: list[float], q: float) -> float | None:
-    import numpy as np
+    def start(self, backend: Any, server: Any, client: Any) -> None:
+        if self.args.viewer:
+            self.viewer = _open_viewer(backend)
+        if self.args.video:
+            self.video = VideoWriter(self.args.video, self.args.video_fps, backend.profile.control_rate_hz)
 
-    return float(np.percentile(values, q)) if values else None
+    def step(self, backend: Any, step: int) -> None:
+        if self.video is not None:
+            self.video.maybe_capture(backend, step)
+        if self.viewer is not None:
+            self.viewer.sync()
+
+    def end(self, backend: Any, summary: dict[str, Any]) -> None:
+        if self.video is not None:
+            summary["video"] = self.video.write(backend)
+            if summary["video"] is None:
+                summary["video_error"] = self.video.error or "no frames"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One episode (``krabby.parkour.episode.run_episode``) with this command's viewer and video."""
     if args.video and "MUJOCO_GL" not in os.environ:
         os.environ["MUJOCO_GL"] = "egl"  # must be set before mujoco is imported; EGL works without a display
-    import zmq
-
-    from krabby.hal.backends.mujoco_backend import MujocoBackend, MujocoBackendConfig
-    from krabby.hal.robot_profile import load_robot_profile
-    from krabby.hal.safety import SafetyConfig
-    from krabby.hal.server import HalServer
-
-    from .inference import InferenceOptions, ModelWeights, ParkourInferenceClient
-
     if args.server_only and (args.fast or args.record):
         raise ValueError("--server-only runs in real time with no policy of its own: --fast and --record need one")
     checkpoint = None if args.server_only else (args.checkpoint or default_checkpoint())
     if checkpoint is None and not args.server_only:
         raise SystemExit("krabby-hal-server-mujoco: no --checkpoint given and no bundled policy found (policies/go2_demo_teacher)")
-    profile = load_robot_profile(args.robot)
-    from . import load_policy
-
-    policy = None if args.server_only else load_policy(checkpoint, device=args.device, backend=args.backend, num_threads=1)
-    kind = policy.kind if policy is not None else ("student" if args.depth else "teacher")
-    # each policy kind gets the sensor it reads: the teacher the height scan, the student the depth camera
-    backend = MujocoBackend(
-        MujocoBackendConfig(robot=args.robot, terrain=args.terrain, seed=args.seed, difficulty=args.difficulty,
-                            forward_speed_m_s=args.speed, enable_height_scan=policy is None or kind == "teacher",
-                            enable_depth=kind == "student"),
-        profile=profile,
-    )
-    # --fast pauses the simulated world while the policy computes, so wall-clock limits mean nothing
-    # there: the supervisor and the client allow 1 s. --realtime keeps the deployment defaults.
-    safety = SafetyConfig(arm_on_start=True)
-    server_cfg, client_cfg = server_and_client_configs(args, safety, own_client=not args.server_only)
-    if args.fast:
-        server_cfg.safety.watchdog_s = server_cfg.safety.max_command_age_s = LOCKSTEP_TIME_LIMIT_S
-    backend.connect()
-    if args.export_model:
-        print(f"model: {backend.export_model(args.export_model)}", file=sys.stderr)
-    ctx = zmq.Context()
-    server = HalServer(backend, server_cfg, context=ctx).start()
-    client: Any = _OutsideClient() if args.server_only else ParkourInferenceClient(
-        client_cfg,
-        ModelWeights(str(checkpoint), action_dim=args.action_dim, obs_dim=args.obs_dim, backend=args.backend),
-        control_rate=args.control_rate, device=args.device, transport_context=ctx,
-        options=InferenceOptions(lockstep=args.fast, record_path=args.record,
-                                 **({"max_obs_age_s": LOCKSTEP_TIME_LIMIT_S} if args.fast else {})),
-        policy=policy,
-    )
-    viewer = None
+    hooks = _ViewerAndVideo(args)
     try:
-        client.initialize()
-        control_rate = float(client.control_rate or profile.control_rate_hz)
-        running = threading.Event()
-        running.set()
-        client.start_thread(running)
-        if args.viewer:
-            viewer = _open_viewer(backend)
-        video = VideoWriter(args.video, args.video_fps, profile.control_rate_hz) if args.video else None
-        steps = int(round(args.duration * profile.control_rate_hz))
-        period_s = profile.control_dt_s
-        falls, missed, loop_ms = 0, 0, []
-        wall0 = time.perf_counter()
-        next_status = wall0
-        first_wait_s = 0.0 if args.server_only else 10.0  # the first command includes the policy's warm-up
-        progress_before_falls = 0.0
-        for step in range(steps):
-            t_step = time.perf_counter()
-            frame = server.observe()
-            timeout = first_wait_s if step == 0 else (1.0 if args.fast else max(0.0, period_s - (time.perf_counter() - t_step) - 0.002))
-            if not server.wait_for_command(frame.state.stamp_ns, timeout):
-                missed += 1
-            server.actuate()
-            backend.step_control()
-            if backend.has_fallen:
-                falls += 1
-                progress_before_falls += backend.progress_m
-                log.warning("fall at t=%.2f s (fall %d): respawning", backend.sim_time_s, falls)
-                backend.reset()
-            if video is not None:
-                video.maybe_capture(backend, step)
-            if viewer is not None:
-                viewer.sync()
-            loop_ms.append((time.perf_counter() - t_step) * 1e3)
-            if not args.fast:
-                delay = wall0 + (step + 1) * period_s - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-            now = time.perf_counter()
-            if not args.quiet and now >= next_status:
-                next_status = now + 0.5
-                m = client.metrics()
-                print(f"\rt={(step + 1) * period_s:5.1f} s  rate={(step + 1) / (now - wall0):6.1f} Hz  "
-                      f"compute={_ms(m['compute_ms_p50'])} ms  obs age={_ms(m['obs_age_ms_p50'])} ms  "
-                      f"safety={server.supervisor.state.name:6s}  distance={progress_before_falls + backend.progress_m:5.2f} m  "
-                      f"falls={falls}", end="", flush=True)
-        wall_s = time.perf_counter() - wall0
-        if not args.quiet:
-            print()
-        running.clear()
-        client.stop()
-        m = client.metrics()
-        snap = server.supervisor.snapshot()
-        summary = {
-            "checkpoint": str(checkpoint), "policy_kind": client.policy.kind if client.policy else None,
-            "backend": args.backend, "terrain": args.terrain, "seed": args.seed, "speed_cmd_m_s": args.speed,
-            "mode": "fast" if args.fast else "realtime",
-            "sim_time_s": round(steps * period_s, 6), "wall_time_s": wall_s, "realtime_factor": steps * period_s / wall_s,
-            "distance_m": progress_before_falls + backend.progress_m,
-            "distance_final_episode_m": backend.progress_m,
-            "mean_speed_m_s": (progress_before_falls + backend.progress_m) / (steps * period_s),
-            "falls": falls, "goals_reached": backend.goals_reached, "course_complete": backend.course_complete,
-            "control_rate_hz_target": control_rate, "control_rate_hz_achieved": steps / wall_s,
-            "commands_missed": missed,
-            "loop_ms_p50": _pct(loop_ms, 50), "loop_ms_p99": _pct(loop_ms, 99),
-            "compute_ms_p50": m["compute_ms_p50"], "compute_ms_p99": m["compute_ms_p99"],
-            "obs_age_ms_p50": m["obs_age_ms_p50"], "obs_age_ms_p99": m["obs_age_ms_p99"],
-            "commands_accepted": m["commands_accepted"] if not args.server_only else server.stats["commands_accepted"],
-            "commands_refused": m["commands_refused"],
-            "safety": {
-                "final_state": snap["state"], "watchdog_trips": snap["watchdog_trips"],
-                "clamped_commands": snap["clamped_commands"], "refusals": snap["refusals"],
-                "events": [{"t_ns": e.stamp_ns, "kind": e.kind, "detail": e.detail} for e in server.supervisor.events],
-            },
-            "record": args.record, "video": None,
-        }
-        if video is not None:
-            summary["video"] = video.write(backend)
-            if summary["video"] is None:
-                summary["video_error"] = video.error or "no frames"
-        return summary
+        return run_episode(argparse.Namespace(**{**vars(args), "checkpoint": checkpoint}), hooks=hooks)
     finally:
-        if viewer is not None:
-            viewer.close()
-        client.stop()
-        server.close()
-        backend.disconnect()
-        ctx.destroy(0)
-
-
-class _OutsideClient:
-    """--server-only: the policy runs elsewhere; this stands in for the built-in client's lifecycle and metrics."""
-
-    policy = None
-    control_rate = None
-
-    def initialize(self) -> None:
-        pass
-
-    def start_thread(self, running: Any = None) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def metrics(self) -> dict:
-        nan = math.nan
-        return {"compute_ms_p50": nan, "compute_ms_p99": nan, "obs_age_ms_p50": nan, "obs_age_ms_p99": nan,
-                "commands_accepted": 0, "commands_refused": {}}
+        if hooks.viewer is not None:
+            hooks.viewer.close()
 
 
 def _open_viewer(backend: Any) -> Any:

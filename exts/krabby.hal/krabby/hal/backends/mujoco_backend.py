@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
@@ -49,6 +50,7 @@ import numpy as np
 from ..backend import HalBackend
 from ..clock import now_ns
 from ..robot_profile import RobotProfile, load_robot_profile
+from ..sim.perturbation import SimPerturbation, apply_to_model
 from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame
 
 
@@ -90,6 +92,7 @@ class MujocoBackendConfig:
     fall_base_z_m: float = -0.25  # base below this world height = fallen (into a pit)
     hold_default_pose: bool = True  # after connect/reset hold the default pose under the training PD
     settle_s: float = 0.0  # physics time run at the default pose during connect/reset (0 = as training's spawn)
+    perturbation: Optional[SimPerturbation] = None  # training randomisation to replay (sim/perturbation.py); None = off
 
 
 class MujocoBackend(HalBackend):
@@ -105,6 +108,9 @@ class MujocoBackend(HalBackend):
         self.provides_depth = self.config.enable_depth
         self.provides_height_scan = self.config.enable_height_scan
         self._course = course  # a prebuilt terrain.Course overrides terrain/seed/difficulty
+        self._perturb = self.config.perturbation or SimPerturbation()
+        self._pending: deque = deque()  # commands waiting out the action latency
+        self.pushes_applied = 0
         self.model = None
         self.data = None
         self._renderers: dict = {}
@@ -145,7 +151,8 @@ class MujocoBackend(HalBackend):
         if self._course is None:
             self._course = make_course(CourseConfig(cfg.terrain, cfg.seed, cfg.difficulty, cfg.num_goals))
         params = load_model_params(cfg.model_params)
-        self.mjcf = go2_mjcf(prof, self._course, params, foot_friction=cfg.foot_friction, armature_kg_m2=cfg.armature_kg_m2)
+        friction = self._perturb.foot_friction if self._perturb.foot_friction is not None else cfg.foot_friction
+        self.mjcf = go2_mjcf(prof, self._course, params, foot_friction=friction, armature_kg_m2=cfg.armature_kg_m2)
         self.model = mujoco.MjModel.from_xml_string(self.mjcf)
         if abs(self.model.opt.timestep - prof.physics_dt_s) > 1e-12:
             raise RuntimeError(f"model timestep {self.model.opt.timestep} != profile physics dt {prof.physics_dt_s}")
@@ -171,6 +178,7 @@ class MujocoBackend(HalBackend):
             raise RuntimeError(f"joint {BASE_JOINT!r} is not the free joint of body {BASE_BODY!r}")
         self._base_q = int(m.jnt_qposadr[base_j])
         self._base_v = int(m.jnt_dofadr[base_j])
+        apply_to_model(mujoco, m, int(m.jnt_bodyid[base_j]), self._perturb)
 
         def sadr(name: str) -> slice:
             i = oid(mujoco.mjtObj.mjOBJ_SENSOR, name)
@@ -208,6 +216,13 @@ class MujocoBackend(HalBackend):
         self.episode += 1
         mj, m, d, prof, c = self._mujoco, self.model, self.data, self.profile, self._course
         mj.mj_resetData(m, d)
+        # perturbation state: pending commands (action latency), captured frames (depth latency), random draws
+        push_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(self._perturb.seed).spawn(2))
+        self._push_rng, self._noise_rng = push_rng, noise_rng
+        self._pending: deque = deque()
+        self._depth_frames: deque = deque(maxlen=self._perturb.depth_latency_frames + 1)
+        self._next_push_s = self._perturb.push_interval_s
+        self.pushes_applied = 0
         d.qpos[self._base_q : self._base_q + 3] = (c.spawn_xy_m[0], c.spawn_xy_m[1], c.spawn_ground_z_m + prof.spawn_base_height_m)
         d.qpos[self._base_q + 3 : self._base_q + 7] = (math.cos(c.spawn_yaw_rad / 2), 0.0, 0.0, math.sin(c.spawn_yaw_rad / 2))
         d.qpos[self._qadr] = prof.default_pos_rad
@@ -215,7 +230,7 @@ class MujocoBackend(HalBackend):
         self._applied_torque_nm = np.zeros(prof.num_joints)
         self._pos_stage_current = True
         self._control_steps = 0
-        self._command = self.default_pose_command()
+        self._command = self._with_strength(self.default_pose_command())
         global_steps = self._global_steps  # settling is not a control step of the run
         for _ in range(int(round(self.config.settle_s / prof.control_dt_s))):
             self.step_control()
@@ -250,7 +265,21 @@ class MujocoBackend(HalBackend):
         target, kp, kd = arrays
         if command.mode == ActuatorMode.DAMP:
             kp = np.zeros(n)
-        self._command = dataclasses.replace(command, target_pos_rad=target, kp_nm_per_rad=kp, kd_nm_s_per_rad=kd)
+        p = self._perturb
+        command = self._with_strength(dataclasses.replace(command, target_pos_rad=target, kp_nm_per_rad=kp, kd_nm_s_per_rad=kd))
+        if p.action_latency_steps == 0:
+            self._command = command
+            return
+        self._pending.append(command)  # applied action_latency_steps control steps later
+        if len(self._pending) > p.action_latency_steps:
+            self._command = self._pending.popleft()
+
+    def _with_strength(self, command: ActuatorCommand) -> ActuatorCommand:
+        """Motor strength (perturbation): the PD torque scaled before the DC-motor clip, i.e. kp and kd scaled."""
+        s = self._perturb.motor_strength
+        if s == 1.0:
+            return command
+        return dataclasses.replace(command, kp_nm_per_rad=command.kp_nm_per_rad * s, kd_nm_s_per_rad=command.kd_nm_s_per_rad * s)
 
     @property
     def held_command(self) -> ActuatorCommand:
@@ -270,6 +299,11 @@ class MujocoBackend(HalBackend):
             self._pos_stage_current = False
             clamp_joint_velocity(m, d, self._qadr, dadr, vmax)
         self._applied_torque_nm = tau
+        p = self._perturb
+        if p.pushes and d.time >= self._next_push_s - 1e-9:  # Isaac Lab push_by_setting_velocity: add to world vx, vy
+            d.qvel[self._base_v : self._base_v + 2] += self._push_rng.uniform(-p.push_vel_m_s, p.push_vel_m_s, 2)
+            self._next_push_s += p.push_interval_s
+            self.pushes_applied += 1
         mj.mj_step1(m, d)  # kinematics and contacts of the new state, for read() and the next step
         self._pos_stage_current = True
         self._control_steps += 1
@@ -293,7 +327,7 @@ class MujocoBackend(HalBackend):
             base_quat_wxyz=quat,
             base_ang_vel_body_rad_s=d.sensordata[self._gyro].copy(),
             base_lin_acc_body_m_s2=d.sensordata[self._accel].copy(),
-            base_lin_vel_body_m_s=rot.T @ d.qvel[self._base_v : self._base_v + 3],
+            base_lin_vel_body_m_s=self.base_lin_vel_body_m_s,
             foot_force_n=np.array(f, dtype=np.float64),
         )
         frame = SensorFrame(state=state, navigation=self._navigation(stamp))
@@ -308,7 +342,11 @@ class MujocoBackend(HalBackend):
             # read; reset() sets _depth_period to -1, so the first read of an episode captures too
             period = self._global_steps // self._depth_every
             if period != self._depth_period:
-                self._depth = DepthFrame(stamp, self._camera.capture(d, self.base_pos_w_m, rot))
+                image = self._camera.capture(d, self.base_pos_w_m, rot)
+                if self._perturb.depth_noise_m > 0:  # misses stay +inf
+                    image = np.maximum(image + self._noise_rng.normal(0.0, self._perturb.depth_noise_m, image.shape), 0.0)
+                self._depth_frames.append(DepthFrame(stamp, image))
+                self._depth = self._depth_frames[0]  # depth_latency_frames captures old (the newest when 0)
                 self._depth_period = period
             frame.depth = self._depth
         return frame
@@ -356,8 +394,28 @@ class MujocoBackend(HalBackend):
             f"     DC-motor clip, config/robots/{self.profile.name}.toml) written to the motors' ctrl, and the joint\n"
             f"     velocity clamp (rad/s: {kinds}). Terrain: {self.config.terrain}, seed {self.config.seed}. -->\n"
         )
+        if self._perturb != SimPerturbation():  # mass/CoM are patched into the compiled model, not this text
+            header += f"<!-- Perturbation applied on top of this model and in the loop: {self._perturb} -->\n"
         p.write_text(header + (self.mjcf or ""))
         return str(p)
+
+    @property
+    def joint_pos_rad(self) -> np.ndarray:
+        """Robot order, read without a telemetry frame (no scan or depth capture)."""
+        return self.data.qpos[self._qadr].copy()
+
+    @property
+    def joint_vel_rad_s(self) -> np.ndarray:
+        return self.data.qvel[self._dadr].copy()
+
+    @property
+    def applied_torque_nm(self) -> np.ndarray:
+        """The torque of the last physics step, robot order."""
+        return np.array(self._applied_torque_nm, dtype=np.float64)
+
+    @property
+    def base_lin_vel_body_m_s(self) -> np.ndarray:
+        return self.rot_w_from_base.T @ self.data.qvel[self._base_v : self._base_v + 3]
 
     @property
     def base_pos_w_m(self) -> np.ndarray:
