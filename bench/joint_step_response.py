@@ -18,9 +18,8 @@ import argparse
 
 import numpy as np
 
-from krabby.hal.backends.mujoco_backend import clamp_joint_velocity
 from krabby.hal.robot_profile import load_robot_profile
-from krabby.hal.sim.go2_model import build_go2_model, load_model_params
+from krabby.hal.sim.go2_model import build_go2_model, clamp_joint_velocity, load_model_params
 from krabby.hal.sim.model_report import mass_report
 from krabby.hal.sim.terrain import CourseConfig, make_course
 from krabby.hal.types import ActuatorCommand, ActuatorMode

@@ -50,19 +50,9 @@ import numpy as np
 from ..backend import HalBackend
 from ..clock import now_ns
 from ..robot_profile import RobotProfile, load_robot_profile
+from ..sim.go2_model import clamp_joint_velocity, write_mjcf
 from ..sim.perturbation import SimPerturbation, apply_to_model
 from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame
-
-
-def clamp_joint_velocity(model, data, qadr: np.ndarray, dadr: np.ndarray, max_vel: np.ndarray) -> None:
-    """After a physics step: clamp hinge-joint velocities to max_vel, as PhysX's maxJointVelocity does
-    inside its solver, and redo that step's position update with the clamped velocity (semi-implicit
-    Euler moved q by dt * v)."""
-    v = data.qvel[dadr]
-    if np.any(np.abs(v) > max_vel):
-        clamped = np.clip(v, -max_vel, max_vel)
-        data.qpos[qadr] -= model.opt.timestep * (v - clamped)
-        data.qvel[dadr] = clamped
 
 
 class RenderingUnavailableError(RuntimeError):
@@ -383,21 +373,11 @@ class MujocoBackend(HalBackend):
     def export_model(self, path) -> str:
         """Write the exact MJCF this run compiled (open it in MuJoCo's viewer, or diff it); returns the path."""
         self._require()
-        from pathlib import Path
-
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        kinds = ", ".join(f"{k} {v:g}" for k, v in sorted(dict(zip(self.profile.joint_actuator_kind, self._max_vel)).items()))
-        header = (
-            "<!-- Krabby MuJoCo Go2, exactly as compiled by MujocoBackend (krabby-hal-server-mujoco --export-model).\n"
-            "     Not in this file, done by the backend every physics step: the training actuator (PD plus\n"
-            f"     DC-motor clip, config/robots/{self.profile.name}.toml) written to the motors' ctrl, and the joint\n"
-            f"     velocity clamp (rad/s: {kinds}). Terrain: {self.config.terrain}, seed {self.config.seed}. -->\n"
-        )
-        if self._perturb != SimPerturbation():  # mass/CoM are patched into the compiled model, not this text
-            header += f"<!-- Perturbation applied on top of this model and in the loop: {self._perturb} -->\n"
-        p.write_text(header + (self.mjcf or ""))
-        return str(p)
+        max_vel = dict(zip(self.profile.joint_actuator_kind, self._max_vel))
+        note = f"Terrain: {self.config.terrain}, seed {self.config.seed}."
+        if self._perturb != SimPerturbation():  # mass/CoM are patched into the compiled model, not the text
+            note += f" Perturbation applied on top of this model and in the loop: {self._perturb}"
+        return write_mjcf(path, self.mjcf or "", self.profile.name, max_vel, note)
 
     @property
     def joint_pos_rad(self) -> np.ndarray:

@@ -340,3 +340,29 @@ def build_go2_model(profile: RobotProfile, course: Course, params: Optional[Go2M
     import mujoco
 
     return mujoco.MjModel.from_xml_string(go2_mjcf(profile, course, params, **kwargs))
+
+
+def clamp_joint_velocity(model, data, qadr: np.ndarray, dadr: np.ndarray, max_vel: np.ndarray) -> None:
+    """After a physics step: clamp hinge-joint velocities to max_vel, as PhysX's maxJointVelocity does
+    inside its solver, and redo that step's position update with the clamped velocity (semi-implicit
+    Euler moved q by dt * v)."""
+    v = data.qvel[dadr]
+    if np.any(np.abs(v) > max_vel):
+        clamped = np.clip(v, -max_vel, max_vel)
+        data.qpos[qadr] -= model.opt.timestep * (v - clamped)
+        data.qvel[dadr] = clamped
+
+
+def write_mjcf(path, mjcf: str, profile_name: str, max_vel_rad_s: Mapping[str, float], note: str = "") -> str:
+    """Write a compiled model's MJCF with a header naming what the file cannot hold; returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    kinds = ", ".join(f"{k} {v:g}" for k, v in sorted(max_vel_rad_s.items()))
+    header = (
+        "<!-- Krabby MuJoCo Go2, exactly as compiled by MujocoBackend (krabby-hal-server-mujoco --export-model).\n"
+        "     Not in this file, done by the backend every physics step: the training actuator (PD plus\n"
+        f"     DC-motor clip, config/robots/{profile_name}.toml) written to the motors' ctrl, and the joint\n"
+        f"     velocity clamp (rad/s: {kinds}). {note} -->\n"
+    )
+    p.write_text(header + mjcf)
+    return str(p)
