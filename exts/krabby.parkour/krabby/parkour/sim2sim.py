@@ -1,6 +1,7 @@
 """krabby-hal-server-mujoco: the sim-to-sim loop — MuJoCo backend, HAL server and inference client in one process.
 
-    krabby-hal-server-mujoco --terrain flat --duration 20 --summary runs/flat.json --video runs/flat.mp4
+    krabby-hal-server-mujoco --terrain flat --duration 20 --runs runs      # -> runs/<date>-<time>-flat/, runs/latest
+    krabby-hal-server-mujoco --config run.toml --speed 0.8                  # flags from a file, overridden on the line
 
 The backend, the HAL server, the ZeroMQ transport, the observation builder, the policy and the
 action mapper are the same code that runs in Isaac Sim and on the robot; only the backend differs.
@@ -11,6 +12,10 @@ hands the supervisor's output to the backend, and MuJoCo runs 4 physics steps wi
 is paused while the policy computes, so the watchdog and staleness limits are loosened to 1 s);
 ``--realtime`` (default) keeps wall-clock time and gives the policy one control period to answer,
 as a robot would.
+
+Ctrl-C stops the run early and still writes the summary, the log and the video of what ran
+(exit status 130). Mistakes in the flags or an output folder that cannot be written stop the
+command in one line before anything runs (exit status 2).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ log = logging.getLogger("krabby.sim2sim")
 
 LOCKSTEP_TIME_LIMIT_S = 1.0
 TERRAINS = ("flat", "hurdles", "steps", "gaps", "stones", "slopes", "parkour")
+TRAINED_SPEED = (0.3, 0.8)  # m/s: upstream samples the forward command from U(0.3, 0.8) (spec §1, obs index 10)
+PROG = "krabby-hal-server-mujoco"
 
 
 def default_checkpoint() -> Path | None:
@@ -46,80 +53,42 @@ def default_checkpoint() -> Path | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="krabby-hal-server-mujoco", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import OneLineParser, add_config_flag, positive
+    from .run_outputs import add_output_flags
+
+    ap = OneLineParser(prog="krabby-hal-server-mujoco", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flag(ap)
     ap.add_argument("--checkpoint", help="policy: model_*.pt, an export directory or an ONNX directory (default: the bundled demo policy)")
-    ap.add_argument("--action_dim", type=int, default=12)
-    ap.add_argument("--obs_dim", type=int, default=753)
-    ap.add_argument("--control_rate", type=float, default=None, help="Hz (default: the policy's trained rate, else the robot profile's)")
-    ap.add_argument("--device", default="cpu", help="torch device for the policy")
-    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference runtime")
-    ap.add_argument("--observation_bind", default="inproc://hal_observation")
-    ap.add_argument("--command_bind", default="inproc://hal_commands")
-    ap.add_argument("--insecure-tcp", action="store_true", help="allow a tcp command channel without CURVE keys")
-    ap.add_argument("--robot", default="go2", help="robot profile name or path")
-    ap.add_argument("--terrain", choices=TERRAINS, default="flat")
+    ap.add_argument("--action-dim", "--action_dim", dest="action_dim", type=int, default=12, help="check: the policy's output size (default 12)")
+    ap.add_argument("--obs-dim", "--obs_dim", dest="obs_dim", type=int, default=753, help="check: the policy's observation size (default 753)")
+    ap.add_argument("--control-rate", "--control_rate", dest="control_rate", type=positive("Hz"), default=None,
+                    help="Hz (default: the policy's trained rate, else the robot profile's)")
+    ap.add_argument("--device", default="cpu", help="torch device for the policy (default cpu)")
+    ap.add_argument("--backend", choices=["torch", "onnx"], default=None,
+                    help="inference runtime (default: onnx for an ONNX export, else torch)")
+    ap.add_argument("--observation-bind", "--observation_bind", dest="observation_bind", default="inproc://hal_observation",
+                    help="HAL telemetry endpoint (default inproc)")
+    ap.add_argument("--command-bind", "--command_bind", dest="command_bind", default="inproc://hal_commands",
+                    help="HAL command endpoint (default inproc)")
+    ap.add_argument("--insecure-tcp", "--insecure_tcp", dest="insecure_tcp", action="store_true",
+                    help="allow a tcp command channel without CURVE keys")
+    ap.add_argument("--robot", default="go2", help="robot profile name or path (default go2)")
+    ap.add_argument("--terrain", choices=TERRAINS, default="flat",
+                    help="course (default flat); the bundled demo policy walks flat, hurdles and steps")
     ap.add_argument("--difficulty", type=float, default=None, help="0..1, preset default when omitted")
     ap.add_argument("--seed", type=int, default=0, help="course seed (same seed, same course)")
-    ap.add_argument("--speed", type=float, default=0.5, help="commanded forward speed, m/s")
-    ap.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
+    ap.add_argument("--speed", type=float, default=0.5,
+                    help=f"commanded forward speed, m/s (default 0.5; trained on {TRAINED_SPEED[0]}..{TRAINED_SPEED[1]})")
+    ap.add_argument("--duration", type=positive("simulated seconds"), default=20.0, help="simulated seconds (default 20)")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--realtime", dest="fast", action="store_false", help="keep wall-clock time (default)")
     mode.add_argument("--fast", dest="fast", action="store_true", help="as fast as possible, lock-step with the policy")
     ap.add_argument("--viewer", action="store_true", help="open the MuJoCo viewer (needs a display)")
-    ap.add_argument("--record", metavar="LOG", help="write an MCAP run log (replay it with krabby-replay)")
-    ap.add_argument("--summary", metavar="JSON", help="write the run summary here")
-    ap.add_argument("--video", metavar="OUT", help="write an .mp4 or .gif of the run (offscreen rendering)")
-    ap.add_argument("--video-fps", type=int, default=25)
+    add_output_flags(ap)
+    ap.add_argument("--video-fps", "--video_fps", dest="video_fps", type=int, default=25, help="video frame rate (default 25)")
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     ap.set_defaults(fast=False)
     return ap
-
-
-class VideoWriter:
-    """Records the robot's pose each frame period during the run and renders the video afterwards.
-
-    Rendering offscreen costs 15-25 ms a frame on a CPU (Mesa llvmpipe), most of a 20 ms control
-    period, so doing it inside a real-time loop would change the run being filmed. Poses are cheap to
-    keep; ``write()`` puts each one back into MuJoCo and renders it. Says clearly, once, when offscreen
-    rendering is unavailable.
-    """
-
-    def __init__(self, path: str, fps: int, control_rate_hz: float):
-        self.path, self.fps = path, fps
-        self.every = max(1, int(round(control_rate_hz / fps)))
-        self.poses: list[Any] = []
-        self.error: str | None = None
-
-    def maybe_capture(self, backend: Any, step: int) -> None:
-        if step % self.every == 0:
-            self.poses.append((backend.data.qpos.copy(), backend.data.qvel.copy()))
-
-    def write(self, backend: Any) -> str | None:
-        import mujoco
-
-        from krabby.hal.backends.mujoco_backend import RenderingUnavailableError
-
-        frames = []
-        for qpos, qvel in self.poses:
-            backend.data.qpos[:], backend.data.qvel[:] = qpos, qvel
-            mujoco.mj_forward(backend.model, backend.data)
-            try:
-                frames.append(backend.render_rgb(480, 320))
-            except RenderingUnavailableError as e:
-                self.error = str(e)
-                print(f"video: not written, {e}", file=sys.stderr)
-                return None
-        if not frames:
-            self.error = "no frames"
-            return None
-        import imageio.v2 as imageio
-
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        if self.path.lower().endswith(".gif"):
-            imageio.mimsave(self.path, frames[:: max(1, len(frames) // 200)], duration=1000 / self.fps, loop=0)
-        else:
-            imageio.mimsave(self.path, frames, fps=self.fps, macro_block_size=16)
-        return self.path
 
 
 def _ms(value: float | None) -> str:
@@ -133,8 +102,67 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.video and "MUJOCO_GL" not in os.environ:
+def _path(p: str | None) -> Path | None:
+    return Path(p) if p else None
+
+
+def _write_summary(outputs: Any, summary: dict[str, Any]) -> None:
+    if outputs.summary is not None:
+        text = json.dumps(summary, indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o))
+        outputs.summary.parent.mkdir(parents=True, exist_ok=True)
+        outputs.summary.write_text(text + "\n")
+
+
+class StopOnCtrlC:
+    """While installed, the first Ctrl-C only asks the loop to stop (``requested``); a second one interrupts."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def restore(self) -> bool:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return self.requested
+
+
+class SpeedMeter:
+    """Base speed over ground from successive positions, smoothed over about half a second."""
+
+    def __init__(self, period_s: float, smoothing_s: float = 0.5):
+        self.period_s, self.alpha = period_s, min(1.0, period_s / smoothing_s)
+        self.m_s = 0.0
+        self._last = None
+
+    def update(self, pos_w_m: Any, reset: bool = False) -> None:
+        import numpy as np
+
+        pos = np.asarray(pos_w_m[:2], dtype=float)
+        if self._last is not None and not reset:
+            v = float(np.linalg.norm(pos - self._last)) / self.period_s
+            self.m_s += self.alpha * (v - self.m_s)
+        self._last = pos
+
+
+def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
+    """One run; ``outputs`` (``run_outputs.RunOutputs``) says where the summary, log, video and plots go."""
+    from .run_outputs import RunOutputs, live_view_config
+
+    outputs = outputs or RunOutputs(None, _path(args.summary), _path(args.record), _path(getattr(args, "video", None)), None)
+    if outputs.video and "MUJOCO_GL" not in os.environ:
         os.environ["MUJOCO_GL"] = "egl"  # must be set before mujoco is imported; EGL works without a display
     import zmq
 
@@ -145,14 +173,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from krabby.hal.server import HalServer, HalServerConfig
 
     from .inference import InferenceOptions, ModelWeights, ParkourInferenceClient
+    from .status_line import StatusLine
+    from .video import FrameFacts, VideoWriter, depth_to_u8
 
     checkpoint = args.checkpoint or default_checkpoint()
     if checkpoint is None:
-        raise SystemExit("krabby-hal-server-mujoco: no --checkpoint given and no bundled policy found (policies/go2_demo_teacher)")
+        raise SystemExit(f"{PROG}: no --checkpoint given and no bundled policy found (policies/go2_demo_teacher)")
     profile = load_robot_profile(args.robot)
     from . import load_policy
+    from .policy_formats import resolve_artifact
 
-    policy = load_policy(checkpoint, device=args.device, backend=args.backend, num_threads=1)
+    backend_kind = args.backend or ("onnx" if resolve_artifact(Path(checkpoint)).fmt == "onnx" else "torch")
+    policy = load_policy(checkpoint, device=args.device, backend=backend_kind, num_threads=1)
     # each policy kind gets the sensor it reads: the teacher the height scan, the student the depth camera
     backend = MujocoBackend(
         MujocoBackendConfig(robot=args.robot, terrain=args.terrain, seed=args.seed, difficulty=args.difficulty,
@@ -172,13 +204,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     connect = lambda ep: ep.replace("tcp://*", "tcp://127.0.0.1").replace("tcp://0.0.0.0", "tcp://127.0.0.1")  # noqa: E731
     client = ParkourInferenceClient(
         HalClientConfig(connect(args.observation_bind), connect(args.command_bind)),
-        ModelWeights(str(checkpoint), action_dim=args.action_dim, obs_dim=args.obs_dim, backend=args.backend),
+        ModelWeights(str(checkpoint), action_dim=args.action_dim, obs_dim=args.obs_dim, backend=backend_kind),
         control_rate=args.control_rate, device=args.device, transport_context=ctx,
-        options=InferenceOptions(lockstep=args.fast, record_path=args.record,
+        options=InferenceOptions(lockstep=args.fast, record_path=outputs.record and str(outputs.record),
+                                 live_view=live_view_config(args),
                                  **({"max_obs_age_s": LOCKSTEP_TIME_LIMIT_S} if args.fast else {})),
         policy=policy,
     )
-    viewer = None
+    viewer = stop = None
     try:
         client.initialize()
         control_rate = float(client.control_rate or profile.control_rate_hz)
@@ -187,7 +220,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         client.start_thread(running)
         if args.viewer:
             viewer = _open_viewer(backend)
-        video = VideoWriter(args.video, args.video_fps, profile.control_rate_hz) if args.video else None
+        video = VideoWriter(outputs.video, args.video_fps, profile.control_rate_hz) if outputs.video else None
+        world = None
+        if client.session is not None:
+            from .foxglove_world import WorldChannels
+
+            world = WorldChannels(client.session, backend.model, sim_clock=args.fast)
+            if client.session.live_url:
+                print(f"live view: {client.session.live_url} (Foxglove: Open connection -> Foxglove WebSocket)", file=sys.stderr)
         steps = int(round(args.duration * profile.control_rate_hz))
         period_s = profile.control_dt_s
         falls, missed, loop_ms = 0, 0, []
@@ -195,6 +235,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         next_status = wall0
         first_wait_s = 10.0  # the first command includes the policy's warm-up
         progress_before_falls = 0.0
+        status = None if args.quiet else StatusLine(args.duration, "s")
+        speed = SpeedMeter(period_s)
+        step = -1
+        stop = StopOnCtrlC()  # Ctrl-C ends the loop after this step; the run is still written
         for step in range(steps):
             t_step = time.perf_counter()
             frame = server.observe()
@@ -208,8 +252,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 progress_before_falls += backend.progress_m
                 log.warning("fall at t=%.2f s (fall %d): respawning", backend.sim_time_s, falls)
                 backend.reset()
+            speed.update(backend.base_pos_w_m, reset=backend.episode != getattr(speed, "episode", backend.episode))
+            speed.episode = backend.episode
             if video is not None:
-                video.maybe_capture(backend, step)
+                video.maybe_capture(backend, step, FrameFacts(
+                    (step + 1) * period_s, args.speed, speed.m_s, server.supervisor.state.name, falls,
+                    depth_to_u8(frame.depth.distance_m, profile.camera.max_distance_m) if frame.depth is not None else None))
+            if world is not None:
+                world.update(backend.data, {
+                    "sim_time_s": (step + 1) * period_s, "episode": backend.episode, "falls": falls,
+                    "goals_reached": backend.goals_reached, "distance_m": progress_before_falls + backend.progress_m,
+                    "speed_cmd_m_s": args.speed, "speed_m_s": speed.m_s,
+                    "base_pos_w_m": [float(v) for v in backend.base_pos_w_m]}, server.supervisor.events)
             if viewer is not None:
                 viewer.sync()
             loop_ms.append((time.perf_counter() - t_step) * 1e3)
@@ -218,28 +272,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if delay > 0:
                     time.sleep(delay)
             now = time.perf_counter()
-            if not args.quiet and now >= next_status:
+            if status is not None and now >= next_status:
                 next_status = now + 0.5
                 m = client.metrics()
-                print(f"\rt={(step + 1) * period_s:5.1f} s  rate={(step + 1) / (now - wall0):6.1f} Hz  "
-                      f"compute={_ms(m['compute_ms_p50'])} ms  obs age={_ms(m['obs_age_ms_p50'])} ms  "
-                      f"safety={server.supervisor.state.name:6s}  distance={progress_before_falls + backend.progress_m:5.2f} m  "
-                      f"falls={falls}", end="", flush=True)
-        wall_s = time.perf_counter() - wall0
-        if not args.quiet:
-            print()
+                status.update((step + 1) * period_s,
+                              f"rate={(step + 1) / (now - wall0):5.1f} Hz  compute={_ms(m['compute_ms_p50'])} ms  "
+                              f"obs age={_ms(m['obs_age_ms_p50'])} ms  safety={server.supervisor.state.name:6s}  "
+                              f"speed={speed.m_s:4.2f}/{args.speed:.2f} m/s  distance={progress_before_falls + backend.progress_m:5.2f} m  "
+                              f"goals={backend.goals_reached}  falls={falls}")
+            if stop.requested:
+                break
+        interrupted = stop.restore()
+        steps = step + 1  # fewer than planned after Ctrl-C
+        wall_s = max(time.perf_counter() - wall0, 1e-9)
+        if status is not None:
+            status.close()
+        if interrupted:
+            print(f"{PROG}: interrupted at t={steps * period_s:.2f} s; writing what ran", file=sys.stderr)
         running.clear()
         client.stop()
         m = client.metrics()
         snap = server.supervisor.snapshot()
         summary = {
             "checkpoint": str(checkpoint), "policy_kind": client.policy.kind if client.policy else None,
-            "backend": args.backend, "terrain": args.terrain, "seed": args.seed, "speed_cmd_m_s": args.speed,
-            "mode": "fast" if args.fast else "realtime",
+            "backend": backend_kind, "terrain": args.terrain, "seed": args.seed, "speed_cmd_m_s": args.speed,
+            "mode": "fast" if args.fast else "realtime", "interrupted": interrupted,
             "sim_time_s": round(steps * period_s, 6), "wall_time_s": wall_s, "realtime_factor": steps * period_s / wall_s,
             "distance_m": progress_before_falls + backend.progress_m,
             "distance_final_episode_m": backend.progress_m,
-            "mean_speed_m_s": (progress_before_falls + backend.progress_m) / (steps * period_s),
+            "mean_speed_m_s": (progress_before_falls + backend.progress_m) / max(steps * period_s, 1e-9),
             "falls": falls, "goals_reached": backend.goals_reached, "course_complete": backend.course_complete,
             "control_rate_hz_target": control_rate, "control_rate_hz_achieved": steps / wall_s,
             "commands_missed": missed,
@@ -252,14 +313,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "clamped_commands": snap["clamped_commands"], "refusals": snap["refusals"],
                 "events": [{"t_ns": e.stamp_ns, "kind": e.kind, "detail": e.detail} for e in server.supervisor.events],
             },
-            "record": args.record, "video": None,
+            "record": outputs.record and str(outputs.record), "video": None,
         }
+        _write_summary(outputs, summary)  # before the video: a Ctrl-C there must not lose it
         if video is not None:
-            summary["video"] = video.write(backend)
+            try:
+                summary["video"] = video.write(backend, show_progress=not args.quiet)
+            except KeyboardInterrupt:
+                interrupted = summary["interrupted"] = True
+                summary["video"] = outputs.video and str(outputs.video)
+                summary["video_error"] = f"interrupted after {video.frames_written} of {len(video.poses)} frames"
             if summary["video"] is None:
                 summary["video_error"] = video.error or "no frames"
+            _write_summary(outputs, summary)
         return summary
     finally:
+        if stop is not None:
+            stop.restore()
         if viewer is not None:
             viewer.close()
         client.stop()
@@ -278,33 +348,40 @@ def _open_viewer(backend: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .cli import INTERRUPTED, USAGE_ERROR, UsageError, parse_with_config
+    from .run_outputs import describe, prepare_outputs, write_plots
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_with_config(build_parser(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("krabby.hal.safety").setLevel(logging.ERROR)  # transitions go to the summary
     from krabby.hal.server import HalError
     from krabby.parkour.policy import PolicyLoadError
 
+    from .foxglove_log import LiveViewError
+
+    if not TRAINED_SPEED[0] <= args.speed <= TRAINED_SPEED[1]:
+        print(f"{PROG}: warning: --speed {args.speed:g} m/s is outside the range the policy was trained on "
+              f"({TRAINED_SPEED[0]}..{TRAINED_SPEED[1]} m/s); expect it to walk differently or fall", file=sys.stderr)
     try:
-        summary = run(args)
-    except (HalError, PolicyLoadError, ValueError, FileNotFoundError) as e:
-        print(f"krabby-hal-server-mujoco: {e}", file=sys.stderr)
-        return 2
-    text = json.dumps(summary, indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o))
-    if args.summary:
-        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.summary).write_text(text + "\n")
-    print(f"{summary['terrain']}: {summary['distance_m']:.2f} m in {summary['sim_time_s']:.0f} s, falls {summary['falls']}, "
+        outputs = prepare_outputs(args, args.terrain, argv)
+        summary = run(args, outputs)
+    except (UsageError, HalError, PolicyLoadError, LiveViewError, ValueError, FileNotFoundError) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:  # before the loop started: nothing ran, nothing to write
+        print(f"{PROG}: interrupted before the run started; nothing written", file=sys.stderr)
+        return INTERRUPTED
+    print(f"{summary['terrain']}: {summary['distance_m']:.2f} m in {summary['sim_time_s']:.1f} s, falls {summary['falls']}, "
           f"goals {summary['goals_reached']}, watchdog trips {summary['safety']['watchdog_trips']}, "
           f"{summary['control_rate_hz_achieved']:.0f} Hz achieved ({summary['mode']})")
-    if args.summary:
-        print(f"summary: {args.summary}")
-    if summary.get("video"):
-        print(f"video:   {summary['video']}")
-    elif args.video:
-        print(f"video:   not written ({summary.get('video_error')})")
-    if args.record:
-        print(f"log:     {args.record}  (check it with: krabby-replay {args.record})")
-    return 0
+    for line in describe(outputs, summary):
+        print(line)
+    if outputs.plots is not None and outputs.record is not None:
+        print(write_plots(outputs.record, outputs.plots))
+    elif outputs.folder is not None:
+        print(f"plots:   krabby-plot {outputs.folder.path}")
+    return INTERRUPTED if summary.get("interrupted") else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,133 @@
+"""What only a simulator knows, on Foxglove channels: where the robot is, its links, and the course.
+
+A robot reports joints and an IMU; MuJoCo also knows the base position and every link's pose.
+``WorldChannels`` reads them from a MuJoCo model/data pair (no Krabby backend API needed) and logs:
+
+| topic | schema | content |
+|---|---|---|
+| ``/tf`` | ``foxglove.FrameTransforms`` | ``world`` -> every robot body (the base is ``base_link``) |
+| ``/scene/robot`` | ``foxglove.SceneUpdate`` | the robot's geoms, locked to their body frames |
+| ``/scene/course`` | ``foxglove.SceneUpdate`` | the course's boxes and goal markers in ``world`` |
+| ``/sim`` | JSON ``krabby.Sim`` | sim time, episode, distance, falls, goals, commanded and actual speed, base position |
+| ``/safety/events`` | ``foxglove.Log`` | every supervisor event (arm, watchdog, refusals, ...) |
+
+With ``sim_clock`` the session's log times follow simulated time (see ``foxglove_log``). The two scenes are re-sent every ``scene_period_s`` so a live viewer that connects late sees them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from .foxglove_log import FoxgloveSession, _num, _ts, json_schema
+
+SIM_SCHEMA = json_schema("krabby.Sim", {
+    "sim_time_s": _num("simulated time since the start of the run"),
+    "episode": {"type": "integer"}, "falls": {"type": "integer"}, "goals_reached": {"type": "integer"},
+    "distance_m": _num("progress along the course, all episodes"),
+    "speed_cmd_m_s": _num("commanded forward speed"), "speed_m_s": _num("base speed over ground"),
+    "base_pos_w_m": {"type": "array", "items": {"type": "number"}, "description": "base position, world frame"},
+}, "simulator truth for one control step")
+
+BASE_FRAME = "base_link"
+
+
+def _geom_primitives(model: Any, geom_ids: list[int], world: bool) -> dict[str, list]:
+    """Foxglove primitives for MuJoCo geoms, posed in their body frame (or the world for static geoms)."""
+    import mujoco
+    from foxglove.messages import Color, CubePrimitive, CylinderPrimitive, Pose, Quaternion, SpherePrimitive, Vector3
+
+    G = mujoco.mjtGeom
+    out: dict[str, list] = {"cubes": [], "cylinders": [], "spheres": []}
+    for g in geom_ids:
+        t, size = model.geom_type[g], model.geom_size[g]
+        pos, quat = model.geom_pos[g], model.geom_quat[g]  # body frame; for world geoms, the world
+        mat = model.geom_matid[g]
+        r, gr, b, a = (model.mat_rgba[mat] if mat >= 0 else model.geom_rgba[g]).tolist()
+        color = Color(r=r, g=gr, b=b, a=a if a > 0 else 1.0)
+        pose = Pose(position=Vector3(x=float(pos[0]), y=float(pos[1]), z=float(pos[2])),
+                    orientation=Quaternion(w=float(quat[0]), x=float(quat[1]), y=float(quat[2]), z=float(quat[3])))
+        if t == G.mjGEOM_BOX:
+            out["cubes"].append(CubePrimitive(pose=pose, size=Vector3(x=2 * size[0], y=2 * size[1], z=2 * size[2]), color=color))
+        elif t == G.mjGEOM_SPHERE:
+            d = 2 * float(size[0])
+            out["spheres"].append(SpherePrimitive(pose=pose, size=Vector3(x=d, y=d, z=d), color=color))
+        elif t in (G.mjGEOM_CYLINDER, G.mjGEOM_CAPSULE):
+            d, length = 2 * float(size[0]), 2 * float(size[1])
+            out["cylinders"].append(CylinderPrimitive(pose=pose, size=Vector3(x=d, y=d, z=length), bottom_scale=1.0,
+                                                      top_scale=1.0, color=color))
+            if t == G.mjGEOM_CAPSULE:  # the two end caps
+                rot = np.zeros(9)
+                mujoco.mju_quat2Mat(rot, quat)
+                axis = rot.reshape(3, 3)[:, 2] * size[1]
+                for sgn in (-1.0, 1.0):
+                    c = pos + sgn * axis
+                    out["spheres"].append(SpherePrimitive(
+                        pose=Pose(position=Vector3(x=float(c[0]), y=float(c[1]), z=float(c[2])), orientation=pose.orientation),
+                        size=Vector3(x=d, y=d, z=d), color=color))
+    return out
+
+
+class WorldChannels:
+    """Simulator truth for the run log / live view; call ``update`` once per control step."""
+
+    def __init__(self, session: FoxgloveSession, model: Any, *, base_body: str = "base", robot_geom_group: int = 1,
+                 scene_period_s: float = 2.0, sim_clock: bool = False):
+        import mujoco
+
+        self.model, self.session = model, session
+        if sim_clock:  # log times = start + simulated time (a --fast run is not paced by the wall clock)
+            t0_ns, self._sim_ns = time.time_ns(), 0
+            session.clock = lambda: t0_ns + self._sim_ns
+        self.tf = session.typed("FrameTransformsChannel", "/tf")
+        self.robot_scene = session.typed("SceneUpdateChannel", "/scene/robot")
+        self.course_scene = session.typed("SceneUpdateChannel", "/scene/course")
+        self.sim = session.channel("/sim", SIM_SCHEMA)
+        self.events = session.typed("LogChannel", "/safety/events")
+        name = lambda b: mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, b)  # noqa: E731
+        robot_geoms = [g for g in range(model.ngeom) if model.geom_group[g] == robot_geom_group]
+        self.bodies = sorted({int(model.geom_bodyid[g]) for g in robot_geoms})
+        self.frames = {b: (BASE_FRAME if name(b) == base_body else name(b)) for b in self.bodies}
+        self._robot_geoms = {b: [g for g in robot_geoms if model.geom_bodyid[g] == b] for b in self.bodies}
+        self._course_geoms = [g for g in range(model.ngeom) if model.geom_bodyid[g] == 0
+                              and model.geom_type[g] != mujoco.mjtGeom.mjGEOM_PLANE]
+        self.scene_period_s = scene_period_s
+        self._next_scene_s = 0.0
+        self._last_event_ns = -1
+
+    def _scenes(self, log_ns: int) -> None:
+        from foxglove.messages import SceneEntity, SceneUpdate
+
+        ts = _ts(log_ns)
+        self.robot_scene.log(SceneUpdate(entities=[
+            SceneEntity(timestamp=ts, frame_id=self.frames[b], id=self.frames[b], frame_locked=True,
+                        **_geom_primitives(self.model, self._robot_geoms[b], world=False))
+            for b in self.bodies]), log_time=log_ns)
+        self.course_scene.log(SceneUpdate(entities=[
+            SceneEntity(timestamp=ts, frame_id="world", id="course", **_geom_primitives(self.model, self._course_geoms, world=True))
+        ]), log_time=log_ns)
+
+    def update(self, data: Any, sim: dict[str, Any], events: Any = ()) -> None:
+        from foxglove.messages import FrameTransform, FrameTransforms, Log, LogLevel, Quaternion, Vector3
+
+        self._sim_ns = int(round(sim["sim_time_s"] * 1e9))
+        log_ns = self.session.now_ns()
+        if sim["sim_time_s"] >= self._next_scene_s:
+            self._next_scene_s = sim["sim_time_s"] + self.scene_period_s
+            self._scenes(log_ns)
+        ts = _ts(log_ns)
+        self.tf.log(FrameTransforms(transforms=[
+            FrameTransform(timestamp=ts, parent_frame_id="world", child_frame_id=self.frames[b],
+                           translation=Vector3(x=float(p[0]), y=float(p[1]), z=float(p[2])),
+                           rotation=Quaternion(w=float(q[0]), x=float(q[1]), y=float(q[2]), z=float(q[3])))
+            for b, p, q in ((b, data.xpos[b], data.xquat[b]) for b in self.bodies)]), log_time=log_ns)
+        self.sim.log(sim, log_time=log_ns)
+        for e in list(events):  # the supervisor keeps the last 1000; send the ones newer than the last sent
+            if e.stamp_ns <= self._last_event_ns:
+                continue
+            self._last_event_ns = e.stamp_ns
+            calm = e.kind.endswith(("->ARMED", "->ACTIVE", "->DISARMED"))
+            self.events.log(Log(timestamp=_ts(e.stamp_ns), level=LogLevel.Info if calm else LogLevel.Warning,
+                                name="krabby.hal.safety", message=f"{e.kind} {e.detail}".strip()), log_time=log_ns)
