@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 DEFAULT_LIVE_PORT = 8765
+#: uncompressed MCAP chunk size: a crash loses at most the open chunk, about 0.7 s of a run
+CHUNK_BYTES = 256 * 1024
 
 
 def _num(desc: str) -> dict[str, Any]:
@@ -115,7 +117,8 @@ class FoxgloveSession:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = foxglove.open_mcap(self.path, allow_overwrite=True, context=self.context,
-                                             writer_options=MCAPWriteOptions(profile=profile, compression_threads=0))
+                                             writer_options=MCAPWriteOptions(profile=profile, compression_threads=0,
+                                                                             chunk_size=CHUNK_BYTES))
         if live is not None:
             try:
                 self.server = foxglove.start_server(name="krabby", host=live.host, port=live.port, context=self.context)

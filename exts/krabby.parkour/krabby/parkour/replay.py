@@ -103,7 +103,8 @@ def replay(log_path: str | Path, checkpoint: str | None = None, backend: str | N
         recorded.append(np.asarray(step["action"], dtype=np.float32))
         replayed.append(np.asarray(action, dtype=np.float32))
     if not recorded:
-        raise ValueError(f"{log_path}: the log holds no control steps")
+        raise ValueError(f"{log.truncated}, and no complete control step" if log.truncated else
+                         f"{log_path}: the log holds no control steps")
     rec, rep = np.stack(recorded), np.stack(replayed)
     return ReplayResult(len(rec), float(np.max(np.abs(rec - rep))), rec, rep, np.stack(targets), log.truncated)
 
