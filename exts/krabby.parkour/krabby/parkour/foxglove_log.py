@@ -121,7 +121,8 @@ class FoxgloveSession:
                                                                              chunk_size=CHUNK_BYTES))
         if live is not None:
             try:
-                self.server = foxglove.start_server(name="krabby", host=live.host, port=live.port, context=self.context)
+                self.server = foxglove.start_server(name="krabby", host=live.host, port=live.port, context=self.context,
+                                                    channel_filter=_viewable)
             except Exception as e:  # the SDK raises its own error type for a bind failure
                 self.close()
                 raise LiveViewError(f"live view: cannot listen on {live.host}:{live.port} ({e}); "
@@ -160,6 +161,11 @@ class FoxgloveSession:
             self.writer.close()
         if self.server is not None:
             self.server.stop()
+
+
+def _viewable(channel: Any) -> bool:
+    """The live view skips the raw HAL frames: only Krabby's replay reads them, and they are most of the bytes."""
+    return not channel.topic.startswith("hal/")
 
 
 def _ts(stamp_ns: int) -> Any:

@@ -1,0 +1,89 @@
+"""--live-view: a real foxglove-sdk WebSocket server streams the run's channels to a Foxglove client.
+
+The client here speaks Foxglove's WebSocket protocol (subprotocol ``foxglove.sdk.v1``) with the
+``websockets`` library: it reads the advertised channels, subscribes, and decodes a JointStates
+message with the protobuf schema the server sent, as the Foxglove app would.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import struct
+import threading
+
+import pytest
+
+from conftest import free_tcp_port
+from krabby.parkour.sim2sim import main
+
+pytest.importorskip("foxglove")
+ws_client = pytest.importorskip("websockets.sync.client")
+
+
+def test_live_view_streams_the_log_channels(tmp_path):
+    port = free_tcp_port()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("rc", main(
+        ["--duration", "4", "--quiet", "--live-view", "--live-view-port", str(port), "--summary", str(tmp_path / "s.json")])))
+    t.start()
+    try:
+        ws = None
+        for _ in range(100):  # the server starts once the policy is loaded
+            try:
+                ws = ws_client.connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"], open_timeout=1)
+                break
+            except OSError:
+                t.join(0.1)
+        assert ws is not None, "live view never came up"
+        with ws:
+            channels = {}
+            while not {"/joint_states", "/tf", "/sim"} <= set(channels):
+                msg = json.loads(ws.recv(timeout=10))
+                if msg["op"] == "advertise":
+                    channels.update({c["topic"]: c for c in msg["channels"]})
+            assert not any(topic.startswith("hal/") for topic in channels)  # raw frames stay in the file
+            js = channels["/joint_states"]
+            assert (js["encoding"], js["schemaName"], js["schemaEncoding"]) == ("protobuf", "foxglove.JointStates", "protobuf")
+            ws.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": 7, "channelId": js["id"]}]}))
+            while True:
+                data = ws.recv(timeout=10)
+                if isinstance(data, bytes) and data[0] == 0x01:  # MessageData: op, subscription id, log time, payload
+                    sub_id, _log_ns = struct.unpack_from("<IQ", data, 1)
+                    assert sub_id == 7
+                    payload = data[13:]
+                    break
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        pool = descriptor_pool.DescriptorPool()
+        for fd in descriptor_pb2.FileDescriptorSet.FromString(base64.b64decode(js["schema"])).file:
+            pool.Add(fd)
+        msg = message_factory.GetMessageClass(pool.FindMessageTypeByName("foxglove.JointStates")).FromString(payload)
+        assert len(msg.joints) == 12 and msg.joints[0].name == "FR_hip_joint"
+    finally:
+        t.join(30)
+    assert result["rc"] == 0
+
+
+def test_live_view_port_in_use_is_one_line(tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["--duration", "1", "--fast", "--quiet", "--live-view", "--live-view-port", str(port)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"live view: cannot listen on 127.0.0.1:{port}" in lines[0]
+    assert "--live-view-port" in lines[0]
+
+
+def test_live_view_listens_on_loopback_by_default():
+    from krabby.parkour.foxglove_log import FoxgloveSession, LiveViewConfig
+
+    assert LiveViewConfig().host == "127.0.0.1"
+    session = FoxgloveSession(None, LiveViewConfig(port=0))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as c:  # reachable on loopback
+            c.connect(("127.0.0.1", session.server.port))
+    finally:
+        session.close()
