@@ -305,6 +305,7 @@ def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
             "control_rate_hz_target": control_rate, "control_rate_hz_achieved": steps / wall_s,
             "commands_missed": missed,
             "loop_ms_p50": _pct(loop_ms, 50), "loop_ms_p99": _pct(loop_ms, 99),
+            "policy_period_ms_p50": m["loop_period_ms_p50"], "policy_period_ms_p99": m["loop_period_ms_p99"],
             "compute_ms_p50": m["compute_ms_p50"], "compute_ms_p99": m["compute_ms_p99"],
             "obs_age_ms_p50": m["obs_age_ms_p50"], "obs_age_ms_p99": m["obs_age_ms_p99"],
             "commands_accepted": m["commands_accepted"], "commands_refused": m["commands_refused"],
