@@ -87,3 +87,19 @@ def test_live_view_listens_on_loopback_by_default():
             c.connect(("127.0.0.1", session.server.port))
     finally:
         session.close()
+
+
+def test_every_runner_has_the_same_live_view_flags():
+    """sim2sim, the robot runner and the Isaac Lab server spell it the same; on the robot --live stays 'allow torque'."""
+    from krabby.hal.isaac.main import build_parser as isaac_parser
+    from krabby.parkour.jetson import build_parser as robot_parser
+    from krabby.parkour.run_outputs import live_view_config
+    from krabby.parkour.sim2sim import build_parser as sim_parser
+
+    argv = ["--live-view", "--live-view-host", "0.0.0.0", "--live-view-port", "9100"]
+    for parser, extra in ((sim_parser(), []), (robot_parser(), []), (isaac_parser(None), ["--task", "T"])):
+        cfg = live_view_config(parser.parse_args(argv + extra))
+        assert (cfg.host, cfg.port) == ("0.0.0.0", 9100)
+    robot = robot_parser().parse_args(["--live-view"])
+    assert robot.live_view and not robot.live  # watching never allows torque
+    assert robot_parser().parse_args(["--live"]).live and not robot_parser().parse_args(["--live"]).live_view

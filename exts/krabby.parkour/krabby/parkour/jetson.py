@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from .run_outputs import add_live_view_flags, live_view_config
+
 log = logging.getLogger("krabby.parkour.jetson")
 
 
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--camera", choices=("auto", "zed", "none"), default="auto", help="auto: ZED on the robot, none in --sim")
     ap.add_argument("--domain", type=int, default=None, help="DDS domain id override")
     ap.add_argument("--record", default="runs", help="folder for the MCAP run log ('' = no recording)")
+    add_live_view_flags(ap)  # --live-view: watch in Foxglove; not --live, which allows torque
     ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     ap.add_argument("--no-dashboard", action="store_true", help="log a status line every 2 s instead of the terminal dashboard")
     ap.add_argument("--no-keyboard", action="store_true")
@@ -99,9 +102,10 @@ class Runner:
 
         a, srv = self.args, self.stack.server
         assert srv is not None
-        options = InferenceOptions()
+        options = InferenceOptions(live_view=live_view_config(a))
         if a.record:
             try:
+                import foxglove  # noqa: F401
                 import mcap  # noqa: F401
 
                 self.record_path = Path(a.record) / time.strftime(f"robot{'-sim' if a.sim else ''}-%Y%m%d-%H%M%S.mcap")
@@ -115,6 +119,8 @@ class Runner:
             model_weights=ModelWeights(a.checkpoint, action_dim=a.action_dim, obs_dim=a.obs_dim, backend=a.backend),
             control_rate=a.control_rate, device=a.device, transport_context=self.context, options=options)
         self.client.initialize()
+        if self.client.session is not None and self.client.session.live_url:
+            print(f"live view: {self.client.session.live_url} (Foxglove: Open connection -> Foxglove WebSocket)", file=sys.stderr)
         self.running.set()
         self.client.start_thread(self.running)
 
