@@ -286,7 +286,7 @@ def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
         steps = step + 1  # fewer than planned after Ctrl-C
         wall_s = max(time.perf_counter() - wall0, 1e-9)
         if status is not None:
-            status.close()
+            status.close(steps * period_s)
         if interrupted:
             print(f"{PROG}: interrupted at t={steps * period_s:.2f} s; writing what ran", file=sys.stderr)
         running.clear()

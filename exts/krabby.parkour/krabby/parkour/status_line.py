@@ -50,8 +50,12 @@ class StatusLine:
             self._next_log = now + self.log_every_s
             self.console.print(f"{self._where(value)}  {text}")
 
-    def close(self) -> None:
+    def close(self, final_value: float | None = None) -> None:
         """Stop the live line (it stays on screen); in a log, print the last state once more."""
+        if final_value is not None:
+            self._done_value = final_value
+            if self._progress is not None:
+                self._progress.update(self._task, completed=final_value, where=self._where(final_value))
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
