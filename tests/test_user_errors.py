@@ -99,6 +99,17 @@ def test_onnx_folder_is_recognised_without_backend(tmp_path, capsys):
     assert json.loads(out.read_text())["backend"] == "onnx"
 
 
+def test_export_onnx_to_an_unwritable_folder(tmp_path, capsys):
+    from krabby.parkour.onnx_export import main as export_main
+    from krabby.parkour.upstream_format import random_teacher_checkpoint
+
+    ckpt = random_teacher_checkpoint(tmp_path / "model_0.pt")
+    (tmp_path / "a_file").write_text("")
+    assert export_main([str(ckpt), str(tmp_path / "a_file" / "onnx"), "--no-verify"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("krabby-export-onnx: error: cannot write ") and "choose a folder you can write to" in line
+
+
 # ------------------------------------------------------------------------------------ replay
 @pytest.fixture(scope="module")
 def log(tmp_path_factory):

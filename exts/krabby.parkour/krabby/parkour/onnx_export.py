@@ -275,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PolicyLoadError as exc:
         print(f"krabby-export-onnx: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an output folder that cannot be written
+        print(f"krabby-export-onnx: error: cannot write {exc.filename or args.out_dir}: {exc.strerror or exc}; "
+              f"choose a folder you can write to", file=sys.stderr)
+        return 2
     print(f"{manifest['kind']} policy from {manifest['source']['path']} ({manifest['exporter']} exporter)")
     for role, meta in manifest["graphs"].items():
         err = meta["verify_max_abs_err"]
