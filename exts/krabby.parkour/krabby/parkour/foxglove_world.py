@@ -7,11 +7,12 @@ A robot reports joints and an IMU; MuJoCo also knows the base position and every
 |---|---|---|
 | ``/tf`` | ``foxglove.FrameTransforms`` | ``world`` -> every robot body (the base is ``base_link``) |
 | ``/scene/robot`` | ``foxglove.SceneUpdate`` | the robot's geoms, locked to their body frames |
-| ``/scene/course`` | ``foxglove.SceneUpdate`` | the course's boxes and goal markers in ``world`` |
+| ``/scene/course`` | ``foxglove.SceneUpdate`` | the course's geoms (boxes; the floor plane is Foxglove's grid) in ``world`` |
 | ``/sim`` | JSON ``krabby.Sim`` | sim time, episode, distance, falls, goals, commanded and actual speed, base position |
 | ``/safety/events`` | ``foxglove.Log`` | every supervisor event (arm, watchdog, refusals, ...) |
 
-With ``sim_clock`` the session's log times follow simulated time (see ``foxglove_log``). The two scenes are re-sent every ``scene_period_s`` so a live viewer that connects late sees them.
+With ``sim_clock`` the session's log times follow simulated time (see ``foxglove_log``). The two
+scenes are re-sent every ``scene_period_s`` so a live viewer that connects late sees them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 from typing import Any
 
 import numpy as np
+
+from krabby.hal.sim.go2_model import BASE_BODY, ROBOT_GEOM_GROUP
 
 from .foxglove_log import FoxgloveSession, _num, _ts, json_schema
 
@@ -34,7 +37,7 @@ SIM_SCHEMA = json_schema("krabby.Sim", {
 BASE_FRAME = "base_link"
 
 
-def _geom_primitives(model: Any, geom_ids: list[int], world: bool) -> dict[str, list]:
+def _geom_primitives(model: Any, geom_ids: list[int]) -> dict[str, list]:
     """Foxglove primitives for MuJoCo geoms, posed in their body frame (or the world for static geoms)."""
     import mujoco
     from foxglove.messages import Color, CubePrimitive, CylinderPrimitive, Pose, Quaternion, SpherePrimitive, Vector3
@@ -73,7 +76,7 @@ def _geom_primitives(model: Any, geom_ids: list[int], world: bool) -> dict[str, 
 class WorldChannels:
     """Simulator truth for the run log / live view; call ``update`` once per control step."""
 
-    def __init__(self, session: FoxgloveSession, model: Any, *, base_body: str = "base", robot_geom_group: int = 1,
+    def __init__(self, session: FoxgloveSession, model: Any, *, base_body: str = BASE_BODY, robot_geom_group: int = ROBOT_GEOM_GROUP,
                  scene_period_s: float = 2.0, sim_clock: bool = False):
         import mujoco
 
@@ -103,10 +106,10 @@ class WorldChannels:
         ts = _ts(log_ns)
         self.robot_scene.log(SceneUpdate(entities=[
             SceneEntity(timestamp=ts, frame_id=self.frames[b], id=self.frames[b], frame_locked=True,
-                        **_geom_primitives(self.model, self._robot_geoms[b], world=False))
+                        **_geom_primitives(self.model, self._robot_geoms[b]))
             for b in self.bodies]), log_time=log_ns)
         self.course_scene.log(SceneUpdate(entities=[
-            SceneEntity(timestamp=ts, frame_id="world", id="course", **_geom_primitives(self.model, self._course_geoms, world=True))
+            SceneEntity(timestamp=ts, frame_id="world", id="course", **_geom_primitives(self.model, self._course_geoms))
         ]), log_time=log_ns)
 
     def update(self, data: Any, sim: dict[str, Any], events: Any = ()) -> None:
