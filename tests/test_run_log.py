@@ -173,6 +173,20 @@ def test_layout_file_is_current_and_names_only_logged_topics(run_dir):
 
     shipped = (REPO / "config" / "foxglove_layout.json").read_text()
     assert shipped == layout_json(), "regenerate: python -m krabby.parkour.foxglove_layout > config/foxglove_layout.json"
+    doc = json.loads(shipped)  # the app's import format: panel configs by id, a mosaic of splits
+    assert {"configById", "layout", "globalVariables", "userNodes", "playbackConfig"} <= set(doc)
+    assert {pid.split("!")[0] for pid in doc["configById"]} <= {"3D", "Image", "Plot", "StateTransitions", "RosOut", "Tab"}
+
+    def referenced(node):
+        if isinstance(node, str):
+            yield node
+            for tab in doc["configById"][node].get("tabs", []) if node.startswith("Tab!") else []:
+                yield from referenced(tab["layout"])
+        else:
+            yield from referenced(node["first"])
+            yield from referenced(node["second"])
+
+    assert set(referenced(doc["layout"])) == set(doc["configById"])  # every panel placed, none dangling
     with open(run_dir / "latest" / "log.mcap", "rb") as f:
         topics = {c.topic for c in make_reader(f).get_summary().channels.values()}
     used = {re.match(r"/[a-z_/]+", s).group(0).rstrip(".") for s in re.findall(r'"(/[a-z_/]+[^"]*)"', shipped)}

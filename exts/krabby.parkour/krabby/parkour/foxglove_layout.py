@@ -2,6 +2,11 @@
 
     python -m krabby.parkour.foxglove_layout > config/foxglove_layout.json
 
+``build_layout()`` is a ``foxglove.layouts.Layout`` (for the SDK and notebooks). The shipped file is
+that layout in the format the Foxglove app imports (Layouts -> Import from file): panel configs by
+id (``3D!robot``, ``Plot!…``, ``RosOut!…``, ``Tab!…``) and a mosaic tree of splits, the format the
+app exports. ``app_layout()`` converts; the panel configs themselves are the SDK's, unchanged.
+
 Panels: the 3D view (robot, course, height scan; follows ``base_link``), the depth image, joint
 positions (measured and target) and torques, timing, the safety state over time, the navigation
 command and simulated speed, and the supervisor's event log. Every topic is one that
@@ -10,6 +15,7 @@ command and simulated speed, and the supervisor's event log. Every topic is one 
 
 from __future__ import annotations
 
+import re
 import sys
 
 #: legs in robot order and the joint kinds, for the plot series
@@ -64,10 +70,57 @@ def build_layout():
     ))
 
 
+#: foxglove-sdk panel type -> the Foxglove app's panel id prefix
+APP_PANEL_IDS = {"ThreeDee": "3D", "Image": "Image", "Plot": "Plot", "StateTransitions": "StateTransitions", "Log": "RosOut"}
+
+
+def app_layout(sdk: dict) -> dict:
+    """An SDK layout (``Layout.to_json()`` parsed) as the app's import/export document."""
+    config_by_id: dict[str, dict] = {}
+
+    def panel_id(kind: str, title: str) -> str:
+        base = f"{kind}!{re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-') or 'panel'}"
+        pid, n = base, 1
+        while pid in config_by_id:
+            n += 1
+            pid = f"{base}-{n}"
+        return pid
+
+    def node(n: dict):
+        if n["type"] == "panel":
+            config = dict(n.get("config", {}))
+            for series in config.get("paths", []):  # the app's defaults, written out
+                series.setdefault("enabled", True)
+                series.setdefault("timestampMethod", "receiveTime")
+            if n.get("title"):
+                config["foxglovePanelTitle"] = n["title"]
+            pid = panel_id(APP_PANEL_IDS[n["panelType"]], n.get("title", ""))
+            config_by_id[pid] = config
+            return pid
+        if n["type"] == "tabs":
+            pid = panel_id("Tab", "tabs")
+            config_by_id[pid] = {"activeTabIdx": n.get("selectedTabIndex", 0),
+                                 "tabs": [{"title": t["title"], "layout": node(t["content"])} for t in n["tabs"]]}
+            return pid
+        if n["type"] == "split":  # n items -> a right-leaning binary tree with the same proportions
+            items = n["items"]
+            if len(items) == 1:
+                return node(items[0]["content"])
+            total = sum(i["proportion"] for i in items)
+            rest = {"type": "split", "direction": n["direction"], "items": items[1:]}
+            return {"first": node(items[0]["content"]), "second": node(rest), "direction": n["direction"],
+                    "splitPercentage": round(100.0 * items[0]["proportion"] / total, 3)}
+        raise ValueError(f"layout node of type {n['type']!r} has no app equivalent here")
+
+    root = node(sdk["content"])
+    return {"configById": config_by_id, "globalVariables": sdk.get("variables") or {}, "userNodes": {},
+            "playbackConfig": {"speed": 1}, "layout": root}
+
+
 def layout_json() -> str:
     import json
 
-    return json.dumps(json.loads(build_layout().to_json()), indent=1) + "\n"
+    return json.dumps(app_layout(json.loads(build_layout().to_json())), indent=1) + "\n"
 
 
 if __name__ == "__main__":
