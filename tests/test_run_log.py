@@ -155,11 +155,12 @@ def test_plot_report(run_dir, tmp_path):
     pytest.importorskip("matplotlib")
     from krabby.parkour.plot import main as plot_main
 
-    assert plot_main([str(run_dir / "latest"), "--out", str(tmp_path / "report")]) == 0
+    assert plot_main([str(run_dir / "latest"), "--out", str(tmp_path / "report"), "--replay"]) == 0
     files = {p.name for p in (tmp_path / "report").iterdir()}
-    assert {"index.html", "joints.png", "torques.png", "timing.png", "ages.png", "safety.png", "trajectory.png"} <= files
+    assert {"index.html", "joints.png", "torques.png", "timing.png", "ages.png", "safety.png", "trajectory.png",
+            "replay.png"} <= files
     html = (tmp_path / "report" / "index.html").read_text()
-    assert "p50" in html and "p99" in html and "trajectory.png" in html
+    assert "p50" in html and "p99" in html and "trajectory.png" in html and "largest 0" in html
 
 
 def test_layout_file_is_current_and_names_only_logged_topics(run_dir):
