@@ -31,11 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .obs_layout import COMMAND_VX_TRAINED_M_S
+
 log = logging.getLogger("krabby.sim2sim")
 
 LOCKSTEP_TIME_LIMIT_S = 1.0
 TERRAINS = ("flat", "hurdles", "steps", "gaps", "stones", "slopes", "parkour")
-TRAINED_SPEED = (0.3, 0.8)  # m/s: upstream samples the forward command from U(0.3, 0.8) (spec §1, obs index 10)
+TRAINED_SPEED = COMMAND_VX_TRAINED_M_S  # m/s
 PROG = "krabby-hal-server-mujoco"
 
 
