@@ -111,13 +111,15 @@ def replay(log_path: str | Path, checkpoint: str | None = None, backend: str | N
 
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(prog="krabby-replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("log", help="an MCAP run log written with --record")
+    ap.add_argument("log", help="a run log (.mcap, written with --record) or a run folder (runs/latest)")
     ap.add_argument("--checkpoint", help="policy to replay with (default: the one recorded in the log)")
     ap.add_argument("--backend", choices=["torch", "onnx"], default=None,
                     help="inference runtime (default: the one the log was recorded with)")
     ap.add_argument("--out", help="write recorded and replayed actions to this .npz")
     ap.add_argument("--tolerance", type=float, default=1e-5, help="largest acceptable |difference| (default 1e-5)")
     args = ap.parse_args(argv)
+    if Path(args.log).is_dir():  # a run folder, as krabby-plot takes it
+        args.log = str(Path(args.log) / "log.mcap")
     try:
         result = replay(args.log, args.checkpoint, args.backend)
     except OSError as e:
