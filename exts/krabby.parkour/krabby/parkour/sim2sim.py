@@ -213,7 +213,8 @@ def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
                                  **({"max_obs_age_s": LOCKSTEP_TIME_LIMIT_S} if args.fast else {})),
         policy=policy,
     )
-    viewer = stop = None
+    viewer = None
+    stop = StopOnCtrlC()  # from here on Ctrl-C ends the run after the current step; what ran is written
     try:
         client.initialize()
         control_rate = float(client.control_rate or profile.control_rate_hz)
@@ -240,7 +241,6 @@ def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
         status = None if args.quiet else StatusLine(args.duration, "s")
         speed = SpeedMeter(period_s)
         step = -1
-        stop = StopOnCtrlC()  # Ctrl-C ends the loop after this step; the run is still written
         for step in range(steps):
             t_step = time.perf_counter()
             frame = server.observe()
@@ -331,8 +331,7 @@ def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
             _write_summary(outputs, summary)
         return summary
     finally:
-        if stop is not None:
-            stop.restore()
+        stop.restore()
         if viewer is not None:
             viewer.close()
         client.stop()
