@@ -142,21 +142,23 @@ class StopOnCtrlC:
 
 
 class SpeedMeter:
-    """Base speed over ground from successive positions, smoothed over about half a second."""
+    """Base speed over ground from successive positions, smoothed over about half a second.
+
+    A new episode (a respawn) moves the base without walking, so that step is not counted."""
 
     def __init__(self, period_s: float, smoothing_s: float = 0.5):
         self.period_s, self.alpha = period_s, min(1.0, period_s / smoothing_s)
         self.m_s = 0.0
-        self._last = None
+        self._last = self._episode = None
 
-    def update(self, pos_w_m: Any, reset: bool = False) -> None:
+    def update(self, pos_w_m: Any, episode: int) -> None:
         import numpy as np
 
         pos = np.asarray(pos_w_m[:2], dtype=float)
-        if self._last is not None and not reset:
+        if self._last is not None and episode == self._episode:
             v = float(np.linalg.norm(pos - self._last)) / self.period_s
             self.m_s += self.alpha * (v - self.m_s)
-        self._last = pos
+        self._last, self._episode = pos, episode
 
 
 def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
@@ -254,8 +256,7 @@ def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
                 progress_before_falls += backend.progress_m
                 log.warning("fall at t=%.2f s (fall %d): respawning", backend.sim_time_s, falls)
                 backend.reset()
-            speed.update(backend.base_pos_w_m, reset=backend.episode != getattr(speed, "episode", backend.episode))
-            speed.episode = backend.episode
+            speed.update(backend.base_pos_w_m, backend.episode)
             if video is not None:
                 video.maybe_capture(backend, step, FrameFacts(
                     (step + 1) * period_s, args.speed, speed.m_s, server.supervisor.state.name, falls,
@@ -323,7 +324,7 @@ def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
             try:
                 summary["video"] = video.write(backend, show_progress=not args.quiet)
             except KeyboardInterrupt:
-                interrupted = summary["interrupted"] = True
+                summary["interrupted"] = True
                 summary["video"] = outputs.video and str(outputs.video)
                 summary["video_error"] = f"interrupted after {video.frames_written} of {len(video.poses)} frames"
             if summary["video"] is None:
