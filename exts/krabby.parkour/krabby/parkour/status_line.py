@@ -8,7 +8,7 @@ On a terminal (rich decides: a TTY that is not "dumb") it is one live line with 
 from __future__ import annotations
 
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 
 class StatusLine:
