@@ -103,3 +103,43 @@ def test_every_runner_has_the_same_live_view_flags():
     robot = robot_parser().parse_args(["--live-view"])
     assert robot.live_view and not robot.live  # watching never allows torque
     assert robot_parser().parse_args(["--live"]).live and not robot_parser().parse_args(["--live"]).live_view
+
+
+def test_isaac_server_streams_the_policy_client_live(monkeypatch, profile, tmp_path):
+    """krabby-hal-server-isaac --live-view (against the Isaac Lab fakes): a Foxglove client sees the joint states."""
+    import sys
+    import uuid
+
+    from fakes.fake_isaaclab import install_fake_isaaclab
+
+    from krabby.hal.isaac import main as server_main
+    from krabby.parkour.upstream_format import random_teacher_checkpoint
+
+    ckpt = random_teacher_checkpoint(tmp_path / "model_0.pt")
+    install_fake_isaaclab(monkeypatch, profile, [])
+    monkeypatch.setattr(sys, "argv", ["krabby-hal-server-isaac"])
+    port, tag, result = free_tcp_port(), uuid.uuid4().hex[:6], {}
+    t = threading.Thread(target=lambda: result.setdefault("rc", server_main.main([
+        "--task", "Isaac-Extreme-Parkour-Teacher-Unitree-Go2-Play-v0", "--checkpoint", str(ckpt), "--headless",
+        "--device", "cpu", "--max_steps", "400", "--observation_bind", f"inproc://lv-o-{tag}",
+        "--command_bind", f"inproc://lv-c-{tag}", "--live-view", "--live-view-port", str(port)])))
+    t.start()
+    try:
+        ws = None
+        for _ in range(200):
+            try:
+                ws = ws_client.connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"], open_timeout=1)
+                break
+            except OSError:
+                t.join(0.05)
+        assert ws is not None, "the Isaac server's live view never came up"
+        with ws:
+            topics = set()
+            while "/joint_states" not in topics:
+                msg = json.loads(ws.recv(timeout=10))
+                if msg["op"] == "advertise":
+                    topics |= {c["topic"] for c in msg["channels"]}
+        assert {"/joint_states", "/joint_targets", "/timing", "/safety"} <= topics
+    finally:
+        t.join(60)
+    assert result["rc"] == 0
