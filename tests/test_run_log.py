@@ -109,7 +109,9 @@ def test_every_channel_has_a_real_schema_and_decodes(run_dir):
     assert any(e.frame_id == "base_link" and e.cubes for e in decoded["/scene/robot"].entities)
     assert decoded["/scene/course"].entities[0].cubes  # the hurdles
     cloud = decoded["/height_scan"]
-    assert cloud.frame_id == "base_link" and cloud.point_stride == 12 and len(cloud.data) == 12 * 132
+    assert cloud.frame_id == "base_yaw" and "base_yaw" in tf and cloud.point_stride == 12 and len(cloud.data) == 12 * 132
+    yaw_tf = tf["base_yaw"]  # the scan's frame: the base position, rotated by yaw only
+    assert yaw_tf.rotation.x == 0 and yaw_tf.rotation.y == 0 and yaw_tf.translation.z == tf["base_link"].translation.z
     assert decoded["/safety"]["state"] in ("ARMED", "ACTIVE") and "episode" in decoded["/safety"]
     assert decoded["/timing"]["compute_ms"] > 0
     assert decoded["/sim"]["sim_time_s"] > 0 and len(decoded["/sim"]["base_pos_w_m"]) == 3

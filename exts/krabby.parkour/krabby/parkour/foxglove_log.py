@@ -14,7 +14,7 @@ adds what only a simulator knows (the base position, the links, the course).
 | ``/imu`` | JSON ``krabby.Imu`` | STATE |
 | ``/foot_contacts`` | JSON ``krabby.FootContacts`` | STATE |
 | ``/depth`` | ``foxglove.RawImage`` 32FC1, metres (0 = no return) | DEPTH |
-| ``/height_scan`` | ``foxglove.PointCloud`` in ``base_link`` (z = -height above ground) | HEIGHT_SCAN |
+| ``/height_scan`` | ``foxglove.PointCloud`` in ``base_yaw`` (yaw-aligned, z = -height above ground) | HEIGHT_SCAN |
 | ``/navigation`` | JSON ``krabby.Navigation`` | NAVIGATION |
 | ``/safety`` | JSON ``krabby.Safety`` | STATUS |
 | ``/timing`` | JSON ``krabby.Timing`` (compute, observation age, depth age, loop period, ms) | each step |
@@ -263,7 +263,7 @@ class TelemetryChannels:
         pts = np.empty((h.size, 3), dtype=np.float32)
         pts[:, :2] = self._scan_xy[: h.size]
         pts[:, 2] = np.where(np.isfinite(h), -h, np.nan)
-        self.scan.log(PointCloud(timestamp=_ts(scan.stamp_ns), frame_id="base_link", point_stride=12,
+        self.scan.log(PointCloud(timestamp=_ts(scan.stamp_ns), frame_id="base_yaw", point_stride=12,
                                  fields=self._xyz, data=pts.tobytes()), log_time=log_ns)
 
     def _log_depth(self, depth: Any, log_ns: int) -> None:

@@ -5,7 +5,7 @@ A robot reports joints and an IMU; MuJoCo also knows the base position and every
 
 | topic | schema | content |
 |---|---|---|
-| ``/tf`` | ``foxglove.FrameTransforms`` | ``world`` -> every robot body (the base is ``base_link``) |
+| ``/tf`` | ``foxglove.FrameTransforms`` | ``world`` -> every robot body (the base is ``base_link``), and ``world`` -> ``base_yaw`` (the base position, yaw only: the height scan's frame) |
 | ``/scene/robot`` | ``foxglove.SceneUpdate`` | the robot's geoms, locked to their body frames |
 | ``/scene/course`` | ``foxglove.SceneUpdate`` | the course's geoms (boxes; the floor plane is Foxglove's grid) in ``world`` |
 | ``/sim`` | JSON ``krabby.Sim`` | sim time, episode, distance, falls, goals, commanded and actual speed, base position |
@@ -24,7 +24,7 @@ import numpy as np
 
 from krabby.hal.sim.go2_model import BASE_BODY, ROBOT_GEOM_GROUP
 
-from .foxglove_log import FoxgloveSession, _num, _ts, json_schema
+from .foxglove_log import FoxgloveSession, _num, _ts, json_schema, rpy_from_quat_wxyz
 
 SIM_SCHEMA = json_schema("krabby.Sim", {
     "sim_time_s": _num("simulated time since the start of the run"),
@@ -35,6 +35,7 @@ SIM_SCHEMA = json_schema("krabby.Sim", {
 }, "simulator truth for one control step")
 
 BASE_FRAME = "base_link"
+YAW_FRAME = "base_yaw"  # the base position with yaw only: the yaw-aligned height-scan grid lives here
 
 
 def _geom_primitives(model: Any, geom_ids: list[int]) -> dict[str, list]:
@@ -121,11 +122,16 @@ class WorldChannels:
             self._next_scene_s = sim["sim_time_s"] + self.scene_period_s
             self._scenes(log_ns)
         ts = _ts(log_ns)
-        self.tf.log(FrameTransforms(transforms=[
-            FrameTransform(timestamp=ts, parent_frame_id="world", child_frame_id=self.frames[b],
-                           translation=Vector3(x=float(p[0]), y=float(p[1]), z=float(p[2])),
-                           rotation=Quaternion(w=float(q[0]), x=float(q[1]), y=float(q[2]), z=float(q[3])))
-            for b, p, q in ((b, data.xpos[b], data.xquat[b]) for b in self.bodies)]), log_time=log_ns)
+
+        def tf(child: str, p: Any, q: Any) -> Any:
+            return FrameTransform(timestamp=ts, parent_frame_id="world", child_frame_id=child,
+                                  translation=Vector3(x=float(p[0]), y=float(p[1]), z=float(p[2])),
+                                  rotation=Quaternion(w=float(q[0]), x=float(q[1]), y=float(q[2]), z=float(q[3])))
+
+        base = self.bodies[[self.frames[b] for b in self.bodies].index(BASE_FRAME)]
+        yaw = rpy_from_quat_wxyz(data.xquat[base])[2]
+        self.tf.log(FrameTransforms(transforms=[tf(self.frames[b], data.xpos[b], data.xquat[b]) for b in self.bodies] + [
+            tf(YAW_FRAME, data.xpos[base], (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)))]), log_time=log_ns)
         self.sim.log(sim, log_time=log_ns)
         for e in list(events):  # the supervisor keeps the last 1000; send the ones newer than the last sent
             if e.stamp_ns <= self._last_event_ns:
