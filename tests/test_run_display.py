@@ -92,7 +92,7 @@ def test_video_frames_stream_to_the_encoder_with_the_overlay(tmp_path):
     assert abs(pip.mean() - 127) < 50  # the grey depth view (1 m of 2 m)
 
 
-@pytest.mark.parametrize("module", ["sim2sim", "replay", "plot"])
+@pytest.mark.parametrize("module", ["sim2sim", "replay", "plot", "onnx_export"])
 def test_every_flag_has_help(module):
     import importlib
 

@@ -267,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("source", type=Path, help="checkpoint file or export directory")
     parser.add_argument("out_dir", type=Path, help="directory to write the .onnx files and manifest.json into")
-    parser.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto")
+    parser.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto",
+                        help="torch.onnx exporter (default auto: TorchScript, falling back to dynamo if it fails)")
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
     args = parser.parse_args(argv)
     try:
