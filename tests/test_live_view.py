@@ -135,11 +135,11 @@ def test_isaac_server_streams_the_policy_client_live(monkeypatch, profile, tmp_p
         assert ws is not None, "the Isaac server's live view never came up"
         with ws:
             topics = set()
-            while "/joint_states" not in topics:
+            while not {"/joint_states", "/tf"} <= topics:
                 msg = json.loads(ws.recv(timeout=10))
                 if msg["op"] == "advertise":
                     topics |= {c["topic"] for c in msg["channels"]}
-        assert {"/joint_states", "/joint_targets", "/timing", "/safety"} <= topics
+        assert {"/joint_states", "/joint_targets", "/timing", "/safety", "/tf", "/scene/robot"} <= topics
     finally:
         t.join(60)
     assert result["rc"] == 0

@@ -195,3 +195,35 @@ def test_layout_file_is_current_and_names_only_logged_topics(run_dir):
     used = {re.match(r"/[a-z_/]+", s).group(0).rstrip(".") for s in re.findall(r'"(/[a-z_/]+[^"]*)"', shipped)}
     assert {"/scene/robot", "/joint_states", "/depth", "/timing", "/safety"} <= used
     assert used - {"/depth"} <= topics, used - topics  # /depth: a student's; this run's teacher has the height scan
+
+
+def test_joint_kinematics_places_the_links_from_joints_and_imu(tmp_path, profile):
+    """Without a simulator (robot, Isaac): links from the measured joints and the IMU by forward kinematics."""
+    import math
+
+    import numpy as np
+    from mcap.reader import make_reader
+
+    from krabby.hal.types import RobotState
+    from krabby.parkour.foxglove_log import FoxgloveSession
+    from krabby.parkour.foxglove_world import JointKinematics
+
+    session = FoxgloveSession(tmp_path / "k.mcap")
+    kin = JointKinematics(session, profile)
+    yaw = math.pi / 2  # facing +y: the robot's front-right is then +x, +y
+    z = np.zeros(3)
+    state = RobotState(0, profile.default_pos_rad.copy(), np.zeros(12), np.zeros(12),
+                       np.array([math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]), z, z, z, np.zeros(4))
+    kin.update(state, 1_000_000_000)
+    session.close()
+    with open(tmp_path / "k.mcap", "rb") as f:
+        msgs = {ch.topic: _decode(sc, ch, m.data) for sc, ch, m in make_reader(f).iter_messages()}
+    assert set(msgs) == {"/tf", "/scene/robot"}
+    tf = {t.child_frame_id: t for t in msgs["/tf"].transforms}
+    base = tf["base_link"]
+    assert (base.translation.x, base.translation.y, base.translation.z) == (0.0, 0.0, pytest.approx(profile.spawn_base_height_m))
+    assert base.rotation.z == pytest.approx(math.sin(yaw / 2))
+    hip = tf["FR_hip"].translation
+    assert hip.x > 0.02 and hip.y > 0.1  # front (+y) and right (+x) after the 90-degree turn
+    calf = tf["FR_calf"].translation
+    assert calf.z < base.translation.z - 0.1  # the default pose's legs hang below the base

@@ -13,6 +13,7 @@ A robot reports joints and an IMU; MuJoCo also knows the base position and every
 
 With ``sim_clock`` the session's log times follow simulated time (see ``foxglove_log``). The two
 scenes are re-sent every ``scene_period_s`` so a live viewer that connects late sees them.
+Runners without a simulator get ``/tf`` and ``/scene/robot`` from ``JointKinematics`` instead.
 """
 
 from __future__ import annotations
@@ -74,64 +75,81 @@ def _geom_primitives(model: Any, geom_ids: list[int]) -> dict[str, list]:
     return out
 
 
-class WorldChannels:
-    """Simulator truth for the run log / live view; call ``update`` once per control step."""
+class LinkChannels:
+    """Where the robot's links are: ``/tf`` (world -> every body, and ``base_yaw``) and ``/scene/robot``."""
 
-    def __init__(self, session: FoxgloveSession, model: Any, *, base_body: str = BASE_BODY, robot_geom_group: int = ROBOT_GEOM_GROUP,
-                 scene_period_s: float = 2.0, sim_clock: bool = False):
+    def __init__(self, session: FoxgloveSession, model: Any, *, base_body: str = BASE_BODY,
+                 robot_geom_group: int = ROBOT_GEOM_GROUP, scene_period_s: float = 2.0):
         import mujoco
 
-        self.model, self.session = model, session
-        if sim_clock:  # log times = start + simulated time (a --fast run is not paced by the wall clock)
-            t0_ns, self._sim_ns = time.time_ns(), 0
-            session.clock = lambda: t0_ns + self._sim_ns
+        self.model = model
         self.tf = session.typed("FrameTransformsChannel", "/tf")
         self.robot_scene = session.typed("SceneUpdateChannel", "/scene/robot")
-        self.course_scene = session.typed("SceneUpdateChannel", "/scene/course")
-        self.sim = session.channel("/sim", SIM_SCHEMA)
-        self.events = session.typed("LogChannel", "/safety/events")
         name = lambda b: mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, b)  # noqa: E731
         robot_geoms = [g for g in range(model.ngeom) if model.geom_group[g] == robot_geom_group]
         self.bodies = sorted({int(model.geom_bodyid[g]) for g in robot_geoms})
         self.frames = {b: (BASE_FRAME if name(b) == base_body else name(b)) for b in self.bodies}
+        self.base = next(b for b in self.bodies if self.frames[b] == BASE_FRAME)
         self._robot_geoms = {b: [g for g in robot_geoms if model.geom_bodyid[g] == b] for b in self.bodies}
-        self._course_geoms = [g for g in range(model.ngeom) if model.geom_bodyid[g] == 0
-                              and model.geom_type[g] != mujoco.mjtGeom.mjGEOM_PLANE]
-        self.scene_period_s = scene_period_s
-        self._next_scene_s = 0.0
-        self._last_event_ns = -1
+        self.scene_period_ns = int(scene_period_s * 1e9)
+        self._next_scene_ns = 0
 
-    def _scenes(self, log_ns: int) -> None:
-        from foxglove.messages import SceneEntity, SceneUpdate
+    def scene_due(self, log_ns: int) -> bool:
+        """True once every ``scene_period_s`` (log time): the static scenes are re-sent for late live viewers."""
+        if log_ns < self._next_scene_ns:
+            return False
+        self._next_scene_ns = log_ns + self.scene_period_ns
+        return True
+
+    def update(self, data: Any, log_ns: int, scene: bool) -> None:
+        from foxglove.messages import FrameTransform, FrameTransforms, Quaternion, SceneEntity, SceneUpdate, Vector3
 
         ts = _ts(log_ns)
-        self.robot_scene.log(SceneUpdate(entities=[
-            SceneEntity(timestamp=ts, frame_id=self.frames[b], id=self.frames[b], frame_locked=True,
-                        **_geom_primitives(self.model, self._robot_geoms[b]))
-            for b in self.bodies]), log_time=log_ns)
-        self.course_scene.log(SceneUpdate(entities=[
-            SceneEntity(timestamp=ts, frame_id="world", id="course", **_geom_primitives(self.model, self._course_geoms))
-        ]), log_time=log_ns)
-
-    def update(self, data: Any, sim: dict[str, Any], events: Any = ()) -> None:
-        from foxglove.messages import FrameTransform, FrameTransforms, Log, LogLevel, Quaternion, Vector3
-
-        self._sim_ns = int(round(sim["sim_time_s"] * 1e9))
-        log_ns = self.session.now_ns()
-        if sim["sim_time_s"] >= self._next_scene_s:
-            self._next_scene_s = sim["sim_time_s"] + self.scene_period_s
-            self._scenes(log_ns)
-        ts = _ts(log_ns)
+        if scene:
+            self.robot_scene.log(SceneUpdate(entities=[
+                SceneEntity(timestamp=ts, frame_id=self.frames[b], id=self.frames[b], frame_locked=True,
+                            **_geom_primitives(self.model, self._robot_geoms[b]))
+                for b in self.bodies]), log_time=log_ns)
 
         def tf(child: str, p: Any, q: Any) -> Any:
             return FrameTransform(timestamp=ts, parent_frame_id="world", child_frame_id=child,
                                   translation=Vector3(x=float(p[0]), y=float(p[1]), z=float(p[2])),
                                   rotation=Quaternion(w=float(q[0]), x=float(q[1]), y=float(q[2]), z=float(q[3])))
 
-        base = self.bodies[[self.frames[b] for b in self.bodies].index(BASE_FRAME)]
-        yaw = rpy_from_quat_wxyz(data.xquat[base])[2]
+        yaw = rpy_from_quat_wxyz(data.xquat[self.base])[2]
         self.tf.log(FrameTransforms(transforms=[tf(self.frames[b], data.xpos[b], data.xquat[b]) for b in self.bodies] + [
-            tf(YAW_FRAME, data.xpos[base], (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)))]), log_time=log_ns)
+            tf(YAW_FRAME, data.xpos[self.base], (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)))]), log_time=log_ns)
+
+
+class WorldChannels:
+    """Simulator truth for the run log / live view; call ``update`` once per control step."""
+
+    def __init__(self, session: FoxgloveSession, model: Any, *, scene_period_s: float = 2.0, sim_clock: bool = False):
+        import mujoco
+
+        self.model, self.session = model, session
+        if sim_clock:  # log times = start + simulated time (a --fast run is not paced by the wall clock)
+            t0_ns, self._sim_ns = time.time_ns(), 0
+            session.clock = lambda: t0_ns + self._sim_ns
+        self.links = LinkChannels(session, model, scene_period_s=scene_period_s)
+        self.course_scene = session.typed("SceneUpdateChannel", "/scene/course")
+        self.sim = session.channel("/sim", SIM_SCHEMA)
+        self.events = session.typed("LogChannel", "/safety/events")
+        self._course_geoms = [g for g in range(model.ngeom) if model.geom_bodyid[g] == 0
+                              and model.geom_type[g] != mujoco.mjtGeom.mjGEOM_PLANE]
+        self._last_event_ns = -1
+
+    def update(self, data: Any, sim: dict[str, Any], events: Any = ()) -> None:
+        from foxglove.messages import Log, LogLevel, SceneEntity, SceneUpdate
+
+        self._sim_ns = int(round(sim["sim_time_s"] * 1e9))
+        log_ns = self.session.now_ns()
+        scene = self.links.scene_due(log_ns)
+        if scene:
+            self.course_scene.log(SceneUpdate(entities=[SceneEntity(
+                timestamp=_ts(log_ns), frame_id="world", id="course", **_geom_primitives(self.model, self._course_geoms))]),
+                log_time=log_ns)
+        self.links.update(data, log_ns, scene)
         self.sim.log(sim, log_time=log_ns)
         for e in list(events):  # the supervisor keeps the last 1000; send the ones newer than the last sent
             if e.stamp_ns <= self._last_event_ns:
@@ -140,3 +158,33 @@ class WorldChannels:
             calm = e.kind.endswith(("->ARMED", "->ACTIVE", "->DISARMED"))
             self.events.log(Log(timestamp=_ts(e.stamp_ns), level=LogLevel.Info if calm else LogLevel.Warning,
                                 name="krabby.hal.safety", message=f"{e.kind} {e.detail}".strip()), log_time=log_ns)
+
+
+class JointKinematics:
+    """The robot's links from what a HAL client receives: the measured joints and the IMU orientation,
+    through MuJoCo forward kinematics on the robot's model, for runners with no simulator truth to log
+    (the robot, Isaac Lab behind the HAL). A robot does not know where it is, so the base stays at the
+    origin at its standing height; the legs and the base's attitude move as measured."""
+
+    def __init__(self, session: FoxgloveSession, profile: Any):
+        import mujoco
+
+        from krabby.hal.sim.go2_model import BASE_JOINT, build_go2_model
+        from krabby.hal.sim.terrain import make_course
+
+        self._mujoco = mujoco
+        self.model = build_go2_model(profile, make_course("flat"))
+        self.data = mujoco.MjData(self.model)
+        jid = lambda n: mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, n)  # noqa: E731
+        self._qadr = np.array([self.model.jnt_qposadr[jid(n)] for n in profile.joint_names])
+        self._base_q = int(self.model.jnt_qposadr[jid(BASE_JOINT)])
+        self._height_m = profile.spawn_base_height_m
+        self.links = LinkChannels(session, self.model)
+
+    def update(self, state: Any, log_ns: int) -> None:
+        q, b = self.data.qpos, self._base_q
+        q[b:b + 3] = (0.0, 0.0, self._height_m)
+        q[b + 3:b + 7] = state.base_quat_wxyz
+        q[self._qadr] = state.joint_pos_rad
+        self._mujoco.mj_kinematics(self.model, self.data)
+        self.links.update(self.data, log_ns, self.links.scene_due(log_ns))

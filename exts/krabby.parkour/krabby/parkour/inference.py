@@ -56,6 +56,7 @@ class InferenceOptions:
     default_forward_speed_m_s: float = 0.5  # used when the HAL publishes no navigation command
     record_path: str | None = None  # MCAP run log (krabby.parkour.record)
     live_view: Any = None  # a foxglove_log.LiveViewConfig: stream the log's channels to Foxglove live
+    link_poses_from_joints: bool = True  # Foxglove /tf + robot scene by forward kinematics; off where a simulator logs the truth
     num_threads: int | None = 1  # torch/onnxruntime intra-op threads: 1 keeps latency steady
 
 
@@ -136,6 +137,7 @@ class ParkourInferenceClient:
         self.recorder: Any = None
         self.session: Any = None  # foxglove_log.FoxgloveSession: the run log file and/or the live view
         self.telemetry: Any = None
+        self.kinematics: Any = None
         self._last_period_ms: float | None = None
         self.counters = InferenceMetrics()
         self.loop_period_ms = _Stats()
@@ -185,6 +187,13 @@ class ParkourInferenceClient:
 
             self.session = FoxgloveSession(self.options.record_path, self.options.live_view)
             self.telemetry = TelemetryChannels(self.session, welcome.profile)
+            if self.options.link_poses_from_joints:
+                try:
+                    from .foxglove_world import JointKinematics
+
+                    self.kinematics = JointKinematics(self.session, welcome.profile)
+                except ImportError as e:  # MuJoCo is the sim extra; the log works without the 3D robot
+                    log.info("no 3D robot in the log (%s)", e)
             self.recorder = RunRecorder(session=self.session, metadata={
                 "checkpoint": str(Path(w.checkpoint_path).resolve()), "kind": self.policy.kind, "backend": w.backend,
                 "use_estimator": "auto" if w.use_estimator is None else str(w.use_estimator),
@@ -215,7 +224,7 @@ class ParkourInferenceClient:
             self.recorder = None
         if self.session is not None:
             self.session.close()  # the run log is complete from here on
-            self.telemetry = None
+            self.telemetry = self.kinematics = None
 
     # ---------------------------------------------------------------------------------- loop
     def run(self, running_flag: threading.Event | None = None) -> None:
@@ -314,8 +323,11 @@ class ParkourInferenceClient:
     def _publish(self, sample: Any, targets: Any, nav_s: Any, scan_s: Any, depth_s: Any, compute_ms: float) -> None:
         """The step's telemetry on the Foxglove channels (after the command is out, so it never delays it)."""
         if self.telemetry is not None and self.hal is not None:
-            self.telemetry.control_step(self.session.now_ns(), sample, targets, nav_s, scan_s, depth_s, self.hal.latest(Kind.STATUS),
+            log_ns = self.session.now_ns()
+            self.telemetry.control_step(log_ns, sample, targets, nav_s, scan_s, depth_s, self.hal.latest(Kind.STATUS),
                                         compute_ms, sample.age_s * 1e3, self._last_period_ms)
+            if self.kinematics is not None:
+                self.kinematics.update(sample.value, log_ns)
 
     def _server_accepts_commands(self) -> bool:
         """False while the HAL's STATUS says it would refuse any command (DISARMED, HOLD, DAMP, ESTOP)."""

@@ -211,7 +211,7 @@ def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
         ModelWeights(str(checkpoint), action_dim=args.action_dim, obs_dim=args.obs_dim, backend=backend_kind),
         control_rate=args.control_rate, device=args.device, transport_context=ctx,
         options=InferenceOptions(lockstep=args.fast, record_path=outputs.record and str(outputs.record),
-                                 live_view=live_view_config(args),
+                                 live_view=live_view_config(args), link_poses_from_joints=False,  # WorldChannels logs the truth
                                  **({"max_obs_age_s": LOCKSTEP_TIME_LIMIT_S} if args.fast else {})),
         policy=policy,
     )
