@@ -10,7 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.krabby-install-$(cat pyproject.toml setup.py | sha1sum | cut -c1-12)-${1:-all}
 if [ ! -f "$stamp" ]; then
-  echo "==> installing torch==2.13.0 and krabby[${1:-all}] into .venv (first run only)"
-  .venv/bin/python -m pip install -q "torch==2.13.0" -e ".[${1:-all}]"
+  echo "==> installing torch==2.13.0 and krabby[${1:-all}] into .venv (first run only; about 1 GB to download on a new machine)"
+  .venv/bin/python -m pip install "torch==2.13.0" -e ".[${1:-all}]"  # not -q: pip shows each download's progress
+  echo "==> installed"
   touch "$stamp"
 fi

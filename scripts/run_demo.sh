@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job: installs what it needs into ./.venv, then runs the MuJoCo sim-to-sim loop
-# (HAL server + inference client + the bundled policy) for 20 s and writes a summary, a video and a
-# replayable log under runs/. Extra flags go to krabby-hal-server-mujoco (try --terrain hurdles).
+# (HAL server + inference client + the bundled policy) for 20 s and writes a run folder
+# runs/<date>-<time>-<terrain>/ (summary, Foxglove-readable log, video, plots, command, config);
+# runs/latest points at it. Extra flags go to krabby-hal-server-mujoco (try --terrain hurdles).
 source "$(dirname "$0")/_venv.sh" all
-exec .venv/bin/krabby-hal-server-mujoco --terrain flat --duration 20 \
-  --summary runs/main.json --video runs/main.mp4 --record runs/main.mcap "$@"
+exec .venv/bin/krabby-hal-server-mujoco --terrain flat --duration 20 --runs runs --plots "$@"

@@ -44,6 +44,9 @@ def test_parser_has_our_flags_and_every_app_launcher_flag(tmp_path, monkeypatch)
     assert (defaults.checkpoint, defaults.action_dim, defaults.obs_dim, defaults.control_rate) == (None, 12, 753, None)
     assert defaults.observation_bind == "inproc://hal_observation" and defaults.command_bind == "inproc://hal_commands"
     assert validate_args(p.parse_args([])) == ["--task is required, e.g. --task Isaac-Extreme-Parkour-Teacher-Unitree-Go2-Play-v0"]
+    live = p.parse_args(["--task", "T", "--live-view", "--live-view-port", "9001"])
+    assert (live.live_view, live.live_view_host, live.live_view_port) == (True, "127.0.0.1", 9001)
+    assert defaults.live_view is False
 
 
 def test_validate_args_reports_every_problem(tmp_path):

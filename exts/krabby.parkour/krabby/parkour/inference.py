@@ -56,6 +56,8 @@ class InferenceOptions:
     lockstep: bool = False  # the server waits for each command (a --fast simulator): rate checks off
     default_forward_speed_m_s: float = 0.5  # used when the HAL publishes no navigation command
     record_path: str | None = None  # MCAP run log (krabby.parkour.record)
+    live_view: Any = None  # a foxglove_log.LiveViewConfig: stream the log's channels to Foxglove live
+    link_poses_from_joints: bool = True  # Foxglove /tf + robot scene by forward kinematics; off where a simulator logs the truth
     num_threads: int | None = 1  # torch/onnxruntime intra-op threads: 1 keeps latency steady
 
 
@@ -135,6 +137,10 @@ class ParkourInferenceClient:
         self.builder: ObservationBuilder | None = None
         self.mapper: ActionMapper | None = None
         self.recorder: Any = None
+        self.session: Any = None  # foxglove_log.FoxgloveSession: the run log file and/or the live view
+        self.telemetry: Any = None
+        self.kinematics: Any = None
+        self._last_period_ms: float | None = None
         self.counters = InferenceMetrics()
         self.loop_period_ms = _Stats()
         self.compute_ms = _Stats()
@@ -178,10 +184,20 @@ class ParkourInferenceClient:
             log.warning("HAL server publishes at %.1f Hz, inference client runs at %.1f Hz", welcome.profile.control_rate_hz, self.control_rate)
         self.builder = ObservationBuilder(welcome.profile, kind=self.policy.kind)
         self.mapper = ActionMapper.for_kind(welcome.profile, self.policy.kind)
-        if self.options.record_path:
+        if self.options.record_path or self.options.live_view is not None:
+            from .foxglove_log import FoxgloveSession, TelemetryChannels
             from .record import RunRecorder
 
-            self.recorder = RunRecorder(self.options.record_path, {
+            self.session = FoxgloveSession(self.options.record_path, self.options.live_view)
+            self.telemetry = TelemetryChannels(self.session, welcome.profile)
+            if self.options.link_poses_from_joints:
+                try:
+                    from .foxglove_world import JointKinematics
+
+                    self.kinematics = JointKinematics(self.session, welcome.profile)
+                except ImportError as e:  # MuJoCo is the sim extra; the log works without the 3D robot
+                    log.info("no 3D robot in the log (%s)", e)
+            self.recorder = RunRecorder(session=self.session, metadata={
                 "checkpoint": str(Path(w.checkpoint_path).resolve()), "kind": self.policy.kind, "backend": w.backend,
                 "use_estimator": "auto" if w.use_estimator is None else str(w.use_estimator),
                 "robot": welcome.profile.name, "control_rate_hz": self.control_rate,
@@ -209,6 +225,9 @@ class ParkourInferenceClient:
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+        if self.session is not None:
+            self.session.close()  # the run log is complete from here on
+            self.telemetry = self.kinematics = None
 
     # ---------------------------------------------------------------------------------- loop
     def run(self, running_flag: threading.Event | None = None) -> None:
@@ -231,7 +250,8 @@ class ParkourInferenceClient:
                                 "check the server's control rate", measured, 1e3 / period_ms)
             start = time.perf_counter()
             if last_start is not None:
-                self.loop_period_ms.add((start - last_start) * 1e3)
+                self._last_period_ms = (start - last_start) * 1e3
+                self.loop_period_ms.add(self._last_period_ms)
             last_start = start
             error: Exception | None = None
             try:
@@ -286,6 +306,7 @@ class ParkourInferenceClient:
         if not self._server_accepts_commands():  # computed (history stays in step), but not sent
             self.counters.not_armed_skipped += 1
             self.last_action, self.last_targets_rad = np.asarray(action), targets
+            self._publish(sample, targets, nav_s, scan_s, depth_s, compute_ms)
             return None
         ack = hal.send_command(targets, sample)
         self.counters.steps += 1
@@ -310,7 +331,17 @@ class ParkourInferenceClient:
                 "targets_rad": np.asarray(targets, dtype=np.float32).tolist(),
                 "ack": ack.reason.name, "compute_ms": compute_ms,
             }, clock.now_ns())
+        self._publish(sample, targets, nav_s, scan_s, depth_s, compute_ms)
         return ack
+
+    def _publish(self, sample: Any, targets: Any, nav_s: Any, scan_s: Any, depth_s: Any, compute_ms: float) -> None:
+        """The step's telemetry on the Foxglove channels (after the command is out, so it never delays it)."""
+        if self.telemetry is not None and self.hal is not None:
+            log_ns = self.session.now_ns()
+            self.telemetry.control_step(log_ns, sample, targets, nav_s, scan_s, depth_s, self.hal.latest(Kind.STATUS),
+                                        compute_ms, sample.age_s * 1e3, self._last_period_ms)
+            if self.kinematics is not None:
+                self.kinematics.update(sample.value, log_ns)
 
     def _server_accepts_commands(self) -> bool:
         """False while the HAL's STATUS says it would refuse any command (DISARMED, HOLD, DAMP, ESTOP)."""

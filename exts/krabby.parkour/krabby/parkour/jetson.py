@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from .run_outputs import add_live_view_flags, live_view_config
+
 log = logging.getLogger("krabby.parkour.jetson")
 
 
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--camera", choices=("auto", "zed", "none"), default="auto", help="auto: ZED on the robot, none in --sim")
     ap.add_argument("--domain", type=int, default=None, help="DDS domain id override")
     ap.add_argument("--record", default="runs", help="folder for the MCAP run log ('' = no recording)")
+    add_live_view_flags(ap)  # --live-view: watch in Foxglove; not --live, which allows torque
     ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     ap.add_argument("--no-dashboard", action="store_true", help="log a status line every 2 s instead of the terminal dashboard")
     ap.add_argument("--no-keyboard", action="store_true")
@@ -126,9 +129,11 @@ class Runner:
 
         a, srv = self.args, self.stack.server
         assert srv is not None
-        options = InferenceOptions(max_depth_age_s=self.stack.deploy.zed.max_frame_age_s + 0.1)  # + a HAL tick or two
+        options = InferenceOptions(max_depth_age_s=self.stack.deploy.zed.max_frame_age_s + 0.1,  # + a HAL tick or two
+                                   live_view=live_view_config(a))
         if a.record:
             try:
+                import foxglove  # noqa: F401
                 import mcap  # noqa: F401
 
                 self.record_path = Path(a.record) / time.strftime(f"robot{'-sim' if a.sim else ''}-%Y%m%d-%H%M%S.mcap")
@@ -143,6 +148,8 @@ class Runner:
             control_rate=a.control_rate, device=a.device, transport_context=self.context, options=options, policy=policy)
         self.client.on_step_result = self.stack.supervisor.policy_step_result
         self.client.initialize()
+        if self.client.session is not None and self.client.session.live_url:
+            print(f"live view: {self.client.session.live_url} (Foxglove: Open connection -> Foxglove WebSocket)", file=sys.stderr)
         self.running.set()
         self.client.start_thread(self.running)
 

@@ -76,6 +76,8 @@ ZERO_8_10 = slice(8, 10)
 """Always 0 (upstream writes 0 x commands[0:2]); the command is NOT here (spec §9.2)."""
 COMMAND_VX = slice(10, 11)
 """Commanded forward speed, m/s, raw (training range U(0.3, 0.8))."""
+COMMAND_VX_TRAINED_M_S = (0.3, 0.8)
+"""The range upstream samples the forward-speed command from (spec §1, index 10); outside it the policy extrapolates."""
 ENV_NOT_FLAT = slice(11, 12)
 """1.0 unless the sub-terrain is 'parkour_flat'."""
 ENV_FLAT = slice(12, 13)

@@ -267,13 +267,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("source", type=Path, help="checkpoint file or export directory")
     parser.add_argument("out_dir", type=Path, help="directory to write the .onnx files and manifest.json into")
-    parser.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto")
+    parser.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto",
+                        help="torch.onnx exporter (default auto: TorchScript, falling back to dynamo if it fails)")
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
     args = parser.parse_args(argv)
     try:
         manifest = export_onnx(args.source, args.out_dir, exporter=args.exporter, verify=not args.no_verify)
     except PolicyLoadError as exc:
         print(f"krabby-export-onnx: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output folder that cannot be written
+        print(f"krabby-export-onnx: error: cannot write {exc.filename or args.out_dir}: {exc.strerror or exc}; "
+              f"choose a folder you can write to", file=sys.stderr)
         return 2
     print(f"{manifest['kind']} policy from {manifest['source']['path']} ({manifest['exporter']} exporter)")
     for role, meta in manifest["graphs"].items():

@@ -4,10 +4,10 @@
 drive them over tcp with CURVE, as the server's refusal of an unauthenticated tcp command channel asks:
 
     krabby-hal-server-mujoco --server-only --deploy robot_tcp                  # the profile's binds, keys, safety
-    krabby-hal-server-mujoco --server-only --command_bind tcp://*:5556 --observation_bind tcp://*:5555 \\
+    krabby-hal-server-mujoco --server-only --command-bind tcp://*:5556 --observation-bind tcp://*:5555 \\
         --key-dir ~/.config/krabby/keys --server-key robot --allow-dir ~/.config/krabby/allowed_clients
 
-Precedence: an explicit ``--observation_bind`` / ``--command_bind`` / key flag over ``--deploy`` over the
+Precedence: an explicit ``--observation-bind`` / ``--command-bind`` / key flag over ``--deploy`` over the
 entry point's inproc defaults. With ``--deploy`` the profile's ``[safety]`` (``arm_on_start`` too) replaces
 the entry point's own; a built-in client then uses the profile's ``[client]`` keys.
 """
@@ -24,15 +24,17 @@ DEFAULT_COMMAND_BIND = "inproc://hal_commands"
 
 def add_server_flags(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("serving (endpoints, deployment profile, CURVE keys; docs/security.md)")
-    g.add_argument("--observation_bind", default=None, help=f"telemetry endpoint (default: the profile's, else {DEFAULT_OBSERVATION_BIND})")
-    g.add_argument("--command_bind", default=None, help=f"command endpoint (default: the profile's, else {DEFAULT_COMMAND_BIND})")
+    g.add_argument("--observation-bind", "--observation_bind", dest="observation_bind", default=None,
+                   help=f"telemetry endpoint (default: the profile's, else {DEFAULT_OBSERVATION_BIND})")
+    g.add_argument("--command-bind", "--command_bind", dest="command_bind", default=None,
+                   help=f"command endpoint (default: the profile's, else {DEFAULT_COMMAND_BIND})")
     g.add_argument("--deploy", default=None, help="deployment profile: config/deploy/<name>.toml or a path (binds, keys, safety)")
     g.add_argument("--key-dir", default=None, help="folder with <server-key>.key_secret (CURVE on tcp)")
     g.add_argument("--server-key", default="robot", help="the server's key name in --key-dir (default: robot)")
     g.add_argument("--allow-dir", default=None, help="allow-list folder: one <client>.key per allowed client")
     g.add_argument("--client-key", default=None, help="key name of this process's own client in --key-dir (not with --server-only)")
     g.add_argument("--plain-telemetry", action="store_true", help="with keys: telemetry unencrypted (anyone can read, never command)")
-    g.add_argument("--insecure-tcp", action="store_true", help="allow a tcp command channel without CURVE keys (explicit opt-out)")
+    g.add_argument("--insecure-tcp", "--insecure_tcp", dest="insecure_tcp", action="store_true", help="allow a tcp command channel without CURVE keys (explicit opt-out)")
 
 
 def _connectable(endpoint: str) -> str:

@@ -74,6 +74,9 @@ def build_parser(add_app_launcher_args: Optional[Callable[[argparse.ArgumentPars
     p.add_argument("--max_steps", type=int, default=0, help="stop after this many control steps (0 = run until the app closes)")
     p.add_argument("--keep_env_action_delay", action="store_true", help="keep the env's own action delay (normally switched off)")
     p.add_argument("--insecure_tcp", action="store_true", help="allow an unauthenticated tcp command channel (explicit opt-out)")
+    from krabby.parkour.run_outputs import add_live_view_flags  # the same --live-view flags as every runner
+
+    add_live_view_flags(p)
     if add_app_launcher_args is not None:
         add_app_launcher_args(p)  # --headless, --device, --enable_cameras, --livestream, --kit_args, ...
     return p
@@ -382,6 +385,7 @@ def run(args: argparse.Namespace, simulation_app: Any) -> int:
     try:
         if args.checkpoint:
             from krabby.parkour.inference import InferenceOptions
+            from krabby.parkour.run_outputs import live_view_config
             from krabby.parkour.panel_model import PolicyRunner, PolicyStartError
 
             runner = PolicyRunner()
@@ -391,7 +395,7 @@ def run(args: argparse.Namespace, simulation_app: Any) -> int:
                         observation_endpoint=connect_endpoint(args.observation_bind),
                         command_endpoint=connect_endpoint(args.command_bind), client_name="krabby-hal-server-isaac"),
                     context=context, control_rate=args.control_rate or 1.0 / float(unwrapped.step_dt), device=device,
-                    action_dim=args.action_dim, obs_dim=args.obs_dim, options=InferenceOptions(lockstep=True),
+                    action_dim=args.action_dim, obs_dim=args.obs_dim, options=InferenceOptions(lockstep=True, live_view=live_view_config(args)),
                 )
             except PolicyStartError as e:
                 print(f"krabby-hal-server-isaac: {e}", file=sys.stderr)

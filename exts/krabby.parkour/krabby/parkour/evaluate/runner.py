@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from ..episode import EpisodeHooks, run_episode
+from ..episode import EpisodeHooks, StepInfo, run_episode
 from .grid import EpisodeTask
 
 JOINT_LIMIT_MARGIN_RAD = 0.01  # a joint this close to its limit counts as at the limit
@@ -40,7 +40,7 @@ class EpisodeMetrics(EpisodeHooks):
         self.time_to_goal_s: Optional[float] = None
         self.server = server
 
-    def step(self, backend: Any, step: int) -> None:
+    def step(self, backend: Any, step: int, info: StepInfo) -> None:
         qd, tau = backend.joint_vel_rad_s, backend.applied_torque_nm
         hi, lo = self.clip(self.big, qd), self.clip(-self.big, qd)
         self.torque_sat += int(np.count_nonzero((tau >= hi - 1e-9) | (tau <= lo + 1e-9)))
