@@ -134,12 +134,12 @@ def test_isaac_server_streams_the_policy_client_live(monkeypatch, profile, tmp_p
                 t.join(0.05)
         assert ws is not None, "the Isaac server's live view never came up"
         with ws:
-            topics = set()
-            while not {"/joint_states", "/tf"} <= topics:
+            topics, want = set(), {"/joint_states", "/joint_targets", "/timing", "/safety", "/tf", "/scene/robot"}
+            while not want <= topics:  # channels are advertised as their first message is logged
                 msg = json.loads(ws.recv(timeout=10))
                 if msg["op"] == "advertise":
                     topics |= {c["topic"] for c in msg["channels"]}
-        assert {"/joint_states", "/joint_targets", "/timing", "/safety", "/tf", "/scene/robot"} <= topics
+        assert want <= topics
     finally:
         t.join(60)
     assert result["rc"] == 0
