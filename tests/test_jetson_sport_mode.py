@@ -80,6 +80,31 @@ def test_check_refuses_release_releases_against_the_simulated_service():
         robot.close()
 
 
+def test_a_lost_request_is_sent_again_until_answered():
+    """Matched readers on our side do not mean the service's response writer has matched ours yet; a request
+    (or its answer) lost that way is resent with the same id, so CheckMode still answers within the timeout."""
+
+    class DropsFirst(ms.SimMotionSwitcher):
+        def _on_request(self, buf: bytes) -> None:
+            if not getattr(self, "dropped", False):
+                self.dropped = True
+                return
+            super()._on_request(buf)
+
+    dom = random.randint(20, 99)
+    robot, runner = _bus(dom), _bus(dom)
+    try:
+        svc = DropsFirst(robot, mode_name="")
+        client = ms.MotionSwitcherClient(runner, timeout_s=5.0)
+        t0 = time.monotonic()
+        assert not client.check_mode().active
+        assert svc.dropped and svc.requests == [ms.API_CHECK_MODE]
+        assert ms.RESEND_S * 0.9 <= time.monotonic() - t0 < 5.0
+    finally:
+        runner.close()
+        robot.close()
+
+
 def test_no_motion_switcher_is_refused_unless_skipped():
     dom = random.randint(20, 99)
     runner = _bus(dom)

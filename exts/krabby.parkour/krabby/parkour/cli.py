@@ -39,7 +39,7 @@ def positive(unit: str, *, allow_zero: bool = False) -> Any:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
         if not (v >= 0 if allow_zero else v > 0) or v != v or v == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a {'non-negative' if allow_zero else 'positive'} number of {unit}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be a positive number of {unit}{' (or 0)' if allow_zero else ''}, got {text}")
         return v
 
     parse.__name__ = f"positive {unit}"

@@ -225,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     from .run_outputs import describe, prepare_outputs, write_plots
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_with_config(build_parser(), argv)
+    parser = build_parser()
+    args = parse_with_config(parser, argv)
+    if args.duration == 0 and not args.export_model:
+        parser.error("argument --duration: must be a positive number of simulated seconds, got 0 (0 only with --export-model)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("krabby.hal.safety").setLevel(logging.ERROR)  # transitions go to the summary
     from krabby.hal.server import HalError
@@ -241,9 +244,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model: {backend.export_model(args.export_model)}")
         backend.disconnect()
         return 0
-    if args.duration <= 0:
-        print(f"{PROG}: --duration must be > 0 simulated seconds (0 only with --export-model)", file=sys.stderr)
-        return USAGE_ERROR
     if not TRAINED_SPEED[0] <= args.speed <= TRAINED_SPEED[1]:
         print(f"{PROG}: warning: --speed {args.speed:g} m/s is outside the range the policy was trained on "
               f"({TRAINED_SPEED[0]}..{TRAINED_SPEED[1]} m/s); expect it to walk differently or fall", file=sys.stderr)

@@ -36,6 +36,7 @@ SERVICE = "motion_switcher"
 API_CHECK_MODE = 1001
 API_SELECT_MODE = 1002
 API_RELEASE_MODE = 1003
+RESEND_S = 0.5  # a request not answered in this long is sent again (same id) until the timeout
 RPC_OK = 0
 RPC_ERR_SERVER_API_NOT_IMPL = 3203
 SPORT_MODE_POLICIES = ("check", "release", "skip")
@@ -118,8 +119,14 @@ class MotionSwitcherClient:
         with self._lock:
             self._waiting[rid] = slot
         try:
-            self._writer.write(encode_request(rid, api_id, parameter))
-            if not slot[0].wait(max(0.0, end - time.monotonic())):
+            # matched here does not mean the service's response writer has matched our reader yet (discovery
+            # is per side; responses are volatile): resend the same request until it is answered
+            request = encode_request(rid, api_id, parameter)
+            answered = False
+            while not answered and time.monotonic() < end:
+                self._writer.write(request)
+                answered = slot[0].wait(min(RESEND_S, max(0.0, end - time.monotonic())))
+            if not answered:
                 raise SportModeError(f"Unitree's motion_switcher service did not answer api {api_id} within "
                                      f"{self.timeout_s:.1f} s (rt/api/motion_switcher/request)")
         finally:
