@@ -241,3 +241,27 @@ def test_a_student_refuses_a_stale_depth_sample(profile):
         client.stop()
         server.close()
         ctx.destroy(0)
+
+
+@pytest.mark.parametrize("code, opens", [("SUCCESS", True), ("CONFIGURATION_FALLBACK", True),
+                                         ("POTENTIAL_CALIBRATION_ISSUE", True), ("CAMERA_NOT_DETECTED", False),
+                                         ("LOW_USB_BANDWIDTH", False)])
+def test_sdk5_warnings_open_the_camera_errors_refuse(monkeypatch, caplog, code, opens):
+    """PyZedSource against a pyzed 5.4 stand-in (ordered ERROR_CODE, strict InitParameters): SDK 5's warning
+    codes sort before SUCCESS and leave the camera usable (logged); real errors refuse in one line."""
+    from fakes import fake_pyzed_sl
+
+    sl = fake_pyzed_sl.install(monkeypatch)
+    monkeypatch.setattr(sl.Camera, "open_result", sl.ERROR_CODE[code])
+    src = PyZedSource(ZedMiniConfig())
+    if not opens:
+        with pytest.raises(ZedError, match=f"cannot open the ZED Mini \\(ERROR_CODE.{code}\\)"):
+            src.open()
+        return
+    with caplog.at_level("WARNING", logger="krabby.hal.devices.zed_mini"):
+        src.open()
+    assert src.intrinsics is not None and src.intrinsics.width_px == 672
+    assert (f"SDK: ERROR_CODE.{code}" in caplog.text) == (code != "SUCCESS")
+    stamp, depth = src.grab()
+    assert depth.shape == (376, 672) and stamp == 123
+    src.close()

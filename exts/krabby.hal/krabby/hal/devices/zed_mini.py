@@ -159,8 +159,12 @@ class PyZedSource:
             init.set_from_serial_number(int(cfg.serial_number))
         zed = sl.Camera()
         err = zed.open(init)
-        if err != sl.ERROR_CODE.SUCCESS:
+        # ZED SDK 5 orders its warning codes (CONFIGURATION_FALLBACK, POTENTIAL_CALIBRATION_ISSUE, ...)
+        # before SUCCESS: the camera is open and usable, as Stereolabs' own samples treat it
+        if not err <= sl.ERROR_CODE.SUCCESS:
             raise ZedError(f"cannot open the ZED Mini ({err}): is it plugged in (USB 3) and is the ZED SDK working (ZED_Explorer)?")
+        if err != sl.ERROR_CODE.SUCCESS:
+            log.warning("ZED Mini opened with a warning from the SDK: %s", err)
         info = zed.get_camera_information()
         conf = getattr(info, "camera_configuration", info)
         calib = conf.calibration_parameters.left_cam
