@@ -12,7 +12,7 @@ from typing import TextIO
 
 
 class StatusLine:
-    def __init__(self, total: float, unit: str = "s", *, label: str = "t", log_every_s: float = 5.0,
+    def __init__(self, total: float | None, unit: str = "s", *, label: str = "t", log_every_s: float = 5.0,
                  file: TextIO | None = None, force_terminal: bool | None = None):
         from rich.console import Console
 
@@ -37,8 +37,8 @@ class StatusLine:
         return self._progress is not None
 
     def _where(self, value: float) -> str:
-        shown = f"{value:5.1f}" if isinstance(self.total, float) else f"{int(value):5d}"
-        return f"{self.label}={shown}/{self.total:g} {self.unit}"
+        shown = f"{value:5.1f}" if isinstance(self.total, float) or self.total is None else f"{int(value):5d}"
+        return f"{self.label}={shown}{'' if self.total is None else f'/{self.total:g}'} {self.unit}"  # None: open-ended
 
     def update(self, value: float, text: str) -> None:
         self._last_text, self._done_value = text, value

@@ -1,0 +1,86 @@
+"""krabby-parkour-client: the policy client alone, driving a server-only MuJoCo robot in another process over
+tcp with CURVE, both sides configured from one deployment profile (the two-machine story on one host)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, endpoints
+from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair
+from krabby.parkour.remote_client import main
+
+pytest.importorskip("mujoco")
+
+
+def _profile(tmp_path, obs: str, cmd: str) -> str:
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    generate_keypair(keys, "robot")
+    generate_keypair(keys, "policy")
+    generate_keypair(keys, "stranger")
+    add_to_allow_list(keys / "policy.key", allowed)
+    path = tmp_path / "lab_tcp.toml"
+    path.write_text(f"""
+[deployment]
+name = "lab_tcp"
+[server]
+observation_bind = "{obs}"
+command_bind = "{cmd}"
+[client]
+observation_endpoint = "{obs}"
+command_endpoint = "{cmd}"
+client_name = "parkour-policy"
+[security]
+key_dir = "keys"
+server_key = "robot"
+client_key = "policy"
+allow_dir = "allowed"
+[safety]
+watchdog_s = 0.5
+hold_s = 30.0  # after the client leaves the robot holds its pose to the end (damping would drop it: a "fall")
+max_command_age_s = 0.5
+arm_on_start = false
+""")
+    return str(path)
+
+
+def test_the_client_alone_arms_and_walks_a_server_only_robot_over_curve(tmp_path, capsys):
+    obs, cmd = endpoints("tcp")
+    deploy = _profile(tmp_path, obs, cmd)
+    summary = tmp_path / "server.json"
+    server = subprocess.Popen([sys.executable, "-m", "krabby.parkour.sim2sim", "--server-only", "--deploy", deploy,
+                               "--duration", "9", "--quiet", "--summary", str(summary)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # a key the server does not allow: CURVE drops the handshake, the client says so in one line
+        assert main(["--deploy", deploy, "--key-dir", str(tmp_path / "keys"), "--client-key", "stranger",
+                     "--duration", "1", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no HAL server answered" in err and "keys" in err, err
+        assert main(["--deploy", deploy, "--arm", "--duration", "5", "--quiet"]) == 0
+        out = capsys.readouterr()
+        assert "connected to" in out.err and "stopped (duration)" in out.out, out
+        server_out, server_err = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert server.returncode == 0, server_err[-3000:]
+    s = json.loads(summary.read_text())
+    assert s["policy_kind"] is None and s["commands_accepted"] >= 150, s  # 5 s at 50 Hz, less start-up
+    assert s["distance_m"] > 1.0 and s["falls"] == 0, s  # the bundled policy walked the robot
+    kinds = [e["kind"] for e in s["safety"]["events"]]
+    assert "DISARMED->ARMED" in kinds, kinds  # the profile starts it disarmed; --arm armed it
+
+
+@pytest.mark.parametrize("argv, says", [
+    ([], "--deploy PROFILE, or --observation-endpoint and --command-endpoint"),
+    (["--observation-endpoint", "tcp://127.0.0.1:1", "--command-endpoint", "tcp://127.0.0.1:2", "--key-dir", "k"],
+     "--key-dir and --client-key go together"),
+    (["--deploy", "no_such_profile"], "no_such_profile"),
+])
+def test_mistakes_end_in_one_line(capsys, argv, says):
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("krabby-parkour-client: ") and err.count("\n") == 1 and says in err, err
