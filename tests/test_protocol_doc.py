@@ -125,3 +125,15 @@ def test_entry_points_explain_missing_keys(tmp_path, capsys):
     keys, allowed = _keys(tmp_path)
     assert main(["--duration", "0.1", "--observation_bind", obs, "--command_bind", cmd, "--key-dir", str(keys), "--allow-dir", str(allowed)]) == 2
     assert "--client-key" in capsys.readouterr().err
+
+
+def test_the_demo_ends_with_a_verdict_and_the_normal_start_is_not_a_warning(capsys, caplog):
+    """An install check says OK (or FAILED) in its last line; arming and the first command are INFO, not WARNING."""
+    from krabby.hal.testing.demo import main
+
+    with caplog.at_level("INFO", logger="krabby.hal.safety"):
+        assert main(["--duration", "1"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("HAL round trip OK: ")
+    transitions = [r for r in caplog.records if "->" in r.getMessage()]
+    assert {r.getMessage().split(" (")[0].split("safety: ")[1].strip() for r in transitions} >= {"DISARMED -> ARMED", "ARMED -> ACTIVE"}
+    assert all(r.levelname == "INFO" for r in transitions), [(r.levelname, r.getMessage()) for r in transitions]

@@ -109,7 +109,9 @@ class SafetySupervisor:
     def _set(self, state: SafetyState, now_ns: int, detail: str = "") -> None:
         if state != self._state:
             kind = f"{self._state.name}->{state.name}"
-            self._log(kind, "safety: %s -> %s %s", self._state.name, state.name, detail)
+            normal = state in (SafetyState.ARMED, SafetyState.ACTIVE)  # the usual start: not a warning
+            self._log(kind, "safety: %s -> %s %s", self._state.name, state.name, detail,
+                      level=logging.INFO if normal else logging.WARNING)
             self.events.append(SafetyEvent(now_ns, kind, detail))
             self._state = state
             self._state_since_ns = now_ns

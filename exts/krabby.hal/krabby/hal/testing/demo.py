@@ -68,21 +68,38 @@ def main(argv: list[str] | None = None) -> int:
     srv = threading.Thread(target=server.run, args=(running, args.duration), daemon=True)
     srv.start()
     t0 = time.monotonic()
+    live = sys.stdout.isatty()  # a terminal gets one live line; a log or CI one line every 5 s
+    next_line = t0 + 5.0
     while srv.is_alive():
         time.sleep(0.5)
         el = time.monotonic() - t0
         accepted = server.stats["commands_accepted"]
         recent = np.array(rtts[-100:]) * 1e3 if rtts else np.array([np.nan])
-        print(f"\rt={el:5.1f} s  commands={accepted:5d}  rate={accepted / el:5.1f} Hz  "
-              f"ack rtt p50={np.median(recent):.2f} ms  safety={server.supervisor.state.name:8s}", end="", flush=True)
+        line = (f"t={el:5.1f} s  commands={accepted:5d}  rate={accepted / el:5.1f} Hz  "
+                f"ack rtt p50={np.median(recent):.2f} ms  safety={server.supervisor.state.name:8s}")
+        if live:
+            print(f"\r{line}", end="", flush=True)
+        elif time.monotonic() >= next_line:
+            next_line += 5.0
+            print(line, flush=True)
     running.clear()
     if client is not None:
         t.join()
-    print()
+    if live:
+        print()
     if client is not None:
         client.close()
     server.close()
-    return 0 if server.stats["commands_accepted"] or args.server_only else 1
+    accepted = server.stats["commands_accepted"]
+    if args.server_only:
+        print(f"served {accepted} commands from outside clients")
+        return 0
+    if accepted:
+        print(f"HAL round trip OK: {accepted} commands accepted, ack rtt p50 {np.median(np.array(rtts) * 1e3):.2f} ms")
+        return 0
+    print(f"HAL round trip FAILED: no command accepted (safety {server.supervisor.state.name}, "
+          f"refusals {server.supervisor.snapshot()['refusals']})")
+    return 1
 
 
 if __name__ == "__main__":
