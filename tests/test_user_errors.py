@@ -172,3 +172,9 @@ def test_ctrl_c_writes_what_ran_and_exits_130(tmp_path):
     assert summary["interrupted"] is True and 0.5 < summary["sim_time_s"] < 30
     assert summary["video"] and (folder / "video.mp4").stat().st_size > 1000
     assert replay_main([str(folder)]) == 0  # a run folder works as well as its log.mcap
+
+
+def test_unknown_robot_names_the_known_profiles(capsys):
+    assert main(["--robot", "go3", "--duration", "1", "--quiet"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "robot profile" in line and "go3.toml' not found" in line and "known: go2 (" in line, line

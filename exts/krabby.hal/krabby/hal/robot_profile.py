@@ -225,17 +225,28 @@ def config_dir() -> Path:
     )
 
 
+def _has_table(path: Path, table: str | None) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return table is None or table in _toml.load(f)
+    except (OSError, _toml.TOMLDecodeError):
+        return False
+
+
 def read_config_toml(folder: str, name_or_path: str | os.PathLike, what: str,
-                     error: type[ValueError] = ProfileError) -> tuple[Path, dict[str, Any]]:
+                     error: type[ValueError] = ProfileError, marker: str | None = None) -> tuple[Path, dict[str, Any]]:
     """Find ``config/<folder>/<name>.toml`` (by name) or a TOML file (by path) and parse it.
 
-    Raises ``error`` with a one-line message when the file is missing or is not valid TOML.
+    Raises ``error`` with a one-line message when the file is missing (naming the files of that folder
+    that have the ``[marker]`` table, the ones this name could have meant) or is not valid TOML.
     """
     p = Path(name_or_path).expanduser()
-    if p.suffix != ".toml":
+    by_name = p.suffix != ".toml"
+    if by_name:
         p = config_dir() / folder / f"{name_or_path}.toml"
     if not p.is_file():
-        raise error(f"{what} {str(p)!r} not found")
+        known = sorted(f.stem for f in (config_dir() / folder).glob("*.toml") if _has_table(f, marker)) if by_name else []
+        raise error(f"{what} {str(p)!r} not found" + (f"; known: {', '.join(known)} (or a path to a .toml file)" if known else ""))
     try:
         with open(p, "rb") as f:
             return p, _toml.load(f)
@@ -245,7 +256,7 @@ def read_config_toml(folder: str, name_or_path: str | os.PathLike, what: str,
 
 def load_robot_profile(name_or_path: str | os.PathLike = "go2") -> RobotProfile:
     """Load a profile by name (``config/robots/<name>.toml``) or by file path; validates every field."""
-    p, data = read_config_toml("robots", name_or_path, "robot profile")
+    p, data = read_config_toml("robots", name_or_path, "robot profile", marker="robot")
     return profile_from_dict(data, origin=str(p))
 
 

@@ -230,7 +230,7 @@ def _from_dict(data: Mapping[str, Any], base: Path, origin: str) -> DeploymentPr
 
 def load_deployment(path: str | os.PathLike) -> DeploymentProfile:
     """Load ``config/deploy/<name>.toml`` (by name) or a TOML file (by path); validates every field."""
-    p, data = read_config_toml("deploy", path, "deployment profile", DeploymentError)
+    p, data = read_config_toml("deploy", path, "deployment profile", DeploymentError, marker="deployment")
     return deployment_from_dict(data, p.resolve().parent, origin=str(p))
 
 
