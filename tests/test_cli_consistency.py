@@ -31,7 +31,7 @@ SHARED = {
     "--checkpoint": None, "--device": None, "--control-rate": None, "--action-dim": None, "--obs-dim": None,
     "--robot": None, "--observation-bind": None, "--command-bind": None, "--deploy": None, "--insecure-tcp": None,
     "--live-view": None, "--live-view-host": None, "--live-view-port": None, "--config": None,
-    "--speed": {"sim2sim", "isaac"}, "--server-only": {"sim2sim", "isaac"},
+    "--server-only": None, "--speed": {"sim2sim", "isaac"},
     "--key-dir": {"sim2sim", "isaac"}, "--allow-dir": {"sim2sim", "isaac"}, "--server-key": {"sim2sim", "isaac"},
     "--client-key": {"sim2sim", "isaac"}, "--plain-telemetry": {"sim2sim", "isaac"},
 }
@@ -146,6 +146,14 @@ def test_jetson_config_file_with_flags_overriding(monkeypatch, tmp_path, capsys)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown key 'sim_phyiscs'" in err[0] and "sim_physics" in err[0]
+
+
+def test_jetson_server_only_with_a_checkpoint_is_refused_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(jetson, "run", lambda args: pytest.fail("the runner must not start"))
+    with pytest.raises(SystemExit) as e:
+        jetson.main(["--server-only", "--checkpoint", "model.pt"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--server-only and --checkpoint exclude each other" in err[0]
 
 
 def test_jetson_record_help_says_it_takes_a_folder():

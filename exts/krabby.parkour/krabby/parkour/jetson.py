@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Dry run by default: zero torque until the operator enables it (needs --live).")
     add_config_flag(ap)
     ap.add_argument("--checkpoint", help="policy checkpoint (rsl_rl model_*.pt, TorchScript or ONNX); omit to run the HAL server only")
+    ap.add_argument("--server-only", action="store_true",
+                    help="no built-in policy: serve the HAL to a policy on another machine (the same as omitting --checkpoint)")
     ap.add_argument("--action-dim", "--action_dim", dest="action_dim", type=int, default=12, help="check: the policy's output size (default 12)")
     ap.add_argument("--obs-dim", "--obs_dim", dest="obs_dim", type=int, default=753, help="check: the policy's observation size (default 753)")
     ap.add_argument("--control-rate", "--control_rate", dest="control_rate", type=positive("Hz"), default=None,
@@ -245,7 +247,11 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Optional[list] = None) -> None:
     from .cli import parse_with_config
 
-    args = parse_with_config(build_parser(), argv)  # --config FILE, flags on the line override it
+    parser = build_parser()
+    args = parse_with_config(parser, argv)  # --config FILE, flags on the line override it
+    if args.server_only and args.checkpoint:
+        parser.error("--server-only and --checkpoint exclude each other: --server-only serves the HAL to a policy "
+                     "on another machine, --checkpoint runs one here; give one")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
     for name in ("krabby.hal.server", "krabby.parkour.inference"):
