@@ -267,3 +267,12 @@ def test_isaac_key_mistakes_are_refused_in_one_line_before_launch(monkeypatch, p
     assert "--key-dir and --allow-dir go together" in line
     line = _one_line_exit(monkeypatch, profile, capsys, ["--task", "T", "--deploy", str(tmp_path / "nope.toml")])
     assert "nope.toml" in line
+
+
+@pytest.mark.parametrize("text, fast", [("fast = true", True), ("realtime = true", False), ("realtime = false", True)])
+def test_config_keys_take_any_spelling_of_the_flag(tmp_path, text, fast):
+    """A key may be the flag's dashed name, its underscore name or an old alias; a store_false flag keeps its meaning."""
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'{text}\ncontrol-rate = 30\nvideo_fps = 10\n')
+    args = parse_with_config(sim2sim_parser(), ["--config", str(cfg)])
+    assert (args.fast, args.control_rate, args.video_fps) == (fast, 30.0, 10)
