@@ -116,7 +116,7 @@ def config_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, Any
         parser.error(f"--config {path}: not valid TOML ({e})")
     actions = {a.dest: a for a in parser._actions if a.option_strings}
     spellings = dict(actions)  # a key may also be any spelling of the flag: control-rate, control_rate, an old alias
-    for a in actions.values():
+    for a in parser._actions:  # every action: --realtime and --fast share one dest
         for option in a.option_strings:
             if option.startswith("--"):
                 spellings.setdefault(option[2:].replace("-", "_"), a)
