@@ -42,7 +42,8 @@ def test_parser_has_our_flags_and_every_app_launcher_flag(tmp_path, monkeypatch)
     assert validate_args(args) == []
     defaults = p.parse_args(["--task", "T"])
     assert (defaults.checkpoint, defaults.action_dim, defaults.obs_dim, defaults.control_rate) == (None, 12, 753, None)
-    assert defaults.observation_bind == "inproc://hal_observation" and defaults.command_bind == "inproc://hal_commands"
+    served, client = server_main.serving_configs(defaults)  # the binds: flag, else --deploy's, else inproc
+    assert (served.observation_bind, served.command_bind, client) == ("inproc://hal_observation", "inproc://hal_commands", None)
     assert validate_args(p.parse_args([])) == ["--task is required, e.g. --task Isaac-Extreme-Parkour-Teacher-Unitree-Go2-Play-v0"]
     live = p.parse_args(["--task", "T", "--live-view", "--live-view-port", "9001"])
     assert (live.live_view, live.live_view_host, live.live_view_port) == (True, "127.0.0.1", 9001)
@@ -52,10 +53,10 @@ def test_parser_has_our_flags_and_every_app_launcher_flag(tmp_path, monkeypatch)
 def test_validate_args_reports_every_problem(tmp_path):
     p = build_parser(None)
     args = p.parse_args(["--task", "T", "--checkpoint", str(tmp_path / "none.pt"), "--obs_dim", "0",
-                         "--control_rate", "-1", "--command_bind", "localhost:5"])
+                         "--max-steps", "-1", "--command_bind", "localhost:5"])
     errors = validate_args(args)
     assert len(errors) == 4
-    assert any("not found" in e for e in errors) and any("--command_bind" in e for e in errors)
+    assert any("not found" in e for e in errors) and any("--command-bind" in e for e in errors)
 
 
 def _exit_of_main_with_sys_argv(monkeypatch, profile, *args: str) -> tuple[int, list[str]]:

@@ -80,13 +80,24 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv``; when it names ``--config FILE``, that file's keys become the defaults first."""
+    argv = _apply_config(parser, argv)
+    return parser.parse_args(argv)
+
+
+def parse_known_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """``parse_with_config`` for a command that passes unknown flags on (krabby-hal-server-isaac: to Kit)."""
+    argv = _apply_config(parser, argv)
+    return parser.parse_known_args(argv)
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> list[str]:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
     if known.config:
         parser.set_defaults(**config_defaults(parser, known.config))
-    return parser.parse_args(argv)
+    return argv
 
 
 def config_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
@@ -104,16 +115,22 @@ def config_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, Any
     except toml.TOMLDecodeError as e:
         parser.error(f"--config {path}: not valid TOML ({e})")
     actions = {a.dest: a for a in parser._actions if a.option_strings}
+    spellings = dict(actions)  # a key may also be any spelling of the flag: control-rate, control_rate, an old alias
+    for a in parser._actions:  # every action: --realtime and --fast share one dest
+        for option in a.option_strings:
+            if option.startswith("--"):
+                spellings.setdefault(option[2:].replace("-", "_"), a)
     out: dict[str, Any] = {}
     for key, value in data.items():
-        dest = key.replace("-", "_")
-        action = actions.get(dest)
-        if action is None or dest in ("help", "config"):
+        action = spellings.get(key.replace("-", "_"))
+        if action is None or action.dest in ("help", "config"):
             known = ", ".join(sorted(d for d in actions if d not in ("help", "config")))
             parser.error(f"--config {path}: unknown key {key!r} (known: {known})")
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             if not isinstance(value, bool):
                 parser.error(f"--config {path}: {key} must be true or false, got {value!r}")
+            if isinstance(action, argparse._StoreFalseAction) and key.replace("-", "_") not in actions:
+                value = not value  # `realtime = true` is the flag --realtime given: fast = false
         elif action.type is not None and not isinstance(value, bool):
             try:
                 value = action.type(str(value))

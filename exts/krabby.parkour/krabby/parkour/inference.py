@@ -168,7 +168,7 @@ class ParkourInferenceClient:
         if self.policy.obs_dim != w.obs_dim or self.policy.action_dim != w.action_dim:
             raise ValueError(
                 f"{w.checkpoint_path}: policy has obs_dim {self.policy.obs_dim}, action_dim {self.policy.action_dim}; "
-                f"--obs_dim {w.obs_dim} --action_dim {w.action_dim} were requested"
+                f"--obs-dim {w.obs_dim} --action-dim {w.action_dim} were requested"
             )
         trained = trained_control_rate_hz(w.checkpoint_path)
         if self.control_rate is None:

@@ -27,37 +27,55 @@ log = logging.getLogger("krabby.parkour.jetson")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    from .cli import OneLineParser, add_config_flag, positive
+
+    ap = OneLineParser(
         prog="krabby-hal-server-jetson",
         description="Run a parkour policy on the Go2 (or its simulated twin) through the Krabby HAL. "
                     "Dry run by default: zero torque until the operator enables it (needs --live).")
+    add_config_flag(ap)
     ap.add_argument("--checkpoint", help="policy checkpoint (rsl_rl model_*.pt, TorchScript or ONNX); omit to run the HAL server only")
-    ap.add_argument("--action_dim", type=int, default=12)
-    ap.add_argument("--obs_dim", type=int, default=753)
-    ap.add_argument("--control_rate", type=float, default=None, help="policy rate in Hz (default: the checkpoint's params/env.yaml, else 50)")
-    ap.add_argument("--device", default="cpu", help="torch device for the policy (cpu, cuda)")
-    ap.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    ap.add_argument("--observation_bind", default=None, help="HAL telemetry endpoint (default: the deployment's, inproc)")
-    ap.add_argument("--command_bind", default=None, help="HAL command endpoint (default: the deployment's, inproc)")
-    ap.add_argument("--insecure-tcp", action="store_true", help="allow an unauthenticated tcp command channel (explicit opt-out)")
+    ap.add_argument("--server-only", action="store_true",
+                    help="no built-in policy: serve the HAL to a policy on another machine (the same as omitting --checkpoint)")
+    ap.add_argument("--action-dim", "--action_dim", dest="action_dim", type=int, default=12, help="check: the policy's output size (default 12)")
+    ap.add_argument("--obs-dim", "--obs_dim", dest="obs_dim", type=int, default=753, help="check: the policy's observation size (default 753)")
+    ap.add_argument("--control-rate", "--control_rate", dest="control_rate", type=positive("Hz"), default=None,
+                    help="policy rate in Hz (default: the checkpoint's params/env.yaml, else 50)")
+    ap.add_argument("--device", default="cpu", help="torch device for the policy: cpu, cuda (default cpu)")
+    ap.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference runtime (default torch)")
+    ap.add_argument("--observation-bind", "--observation_bind", dest="observation_bind", default=None,
+                    help="HAL telemetry endpoint (default: the deployment's, inproc)")
+    ap.add_argument("--command-bind", "--command_bind", dest="command_bind", default=None,
+                    help="HAL command endpoint (default: the deployment's, inproc)")
+    ap.add_argument("--insecure-tcp", "--insecure_tcp", dest="insecure_tcp", action="store_true",
+                    help="allow an unauthenticated tcp command channel (explicit opt-out)")
     ap.add_argument("--robot", default=None, help="robot profile name or path (default: the deployment's)")
-    ap.add_argument("--deploy", default="go2_jetson", help="deployment profile name (config/deploy/<name>.toml) or path")
+    ap.add_argument("--deploy", default="go2_jetson",
+                    help="deployment profile: config/deploy/<name>.toml or a path (binds, keys, safety; default go2_jetson)")
     ap.add_argument("--sim", action="store_true", help="use the simulated Go2 low-level node (MuJoCo over DDS on loopback)")
-    ap.add_argument("--sim-physics", choices=("mujoco", "double"), default="mujoco")
-    ap.add_argument("--sim-terrain", default="flat")
-    ap.add_argument("--release-sport-mode", action="store_true",
+    ap.add_argument("--sim-physics", "--sim_physics", dest="sim_physics", choices=("mujoco", "double"), default="mujoco",
+                    help="--sim: the simulated Go2's physics: mujoco, or double = a deterministic test double without physics (default mujoco)")
+    ap.add_argument("--sim-terrain", "--sim_terrain", dest="sim_terrain", default="flat",
+                    help="--sim with MuJoCo: the course under the simulated Go2 (default flat)")
+    ap.add_argument("--release-sport-mode", "--release_sport_mode", dest="release_sport_mode", action="store_true",
                     help="release Unitree's sport-mode controller before writing rt/lowcmd (robot lying down); "
                          "default: refuse to start while it is on")
     ap.add_argument("--live", action="store_true", help="allow the operator to enable torque (on the robot; --sim always allows it)")
-    ap.add_argument("--arm-policy", action="store_true", help="--sim only: enable torque, stand up and arm the policy by script")
-    ap.add_argument("--script", default=None, help='timed operator actions, e.g. "1:stand_up,4:arm_policy,10:estop"')
-    ap.add_argument("--camera", choices=("auto", "zed", "none"), default="auto", help="auto: ZED on the robot, none in --sim")
-    ap.add_argument("--domain", type=int, default=None, help="DDS domain id override")
-    ap.add_argument("--record", default="runs", help="folder for the MCAP run log ('' = no recording)")
+    ap.add_argument("--arm-policy", "--arm_policy", dest="arm_policy", action="store_true",
+                    help="--sim only: enable torque, stand up and arm the policy by script")
+    ap.add_argument("--script", default=None, help='timed operator actions, e.g. "1:stand_up,4:arm_policy,10:estop" (default none)')
+    ap.add_argument("--camera", choices=("auto", "zed", "none"), default="auto",
+                    help="depth camera (default auto: the ZED on the robot, none in --sim)")
+    ap.add_argument("--domain", type=int, default=None, help="DDS domain id override (default: the deployment's; a random one in --sim)")
+    ap.add_argument("--record", metavar="DIR", default="runs",
+                    help="a FOLDER, not a file name: each run writes its MCAP log as DIR/robot[-sim]-<date>-<time>.mcap "
+                         "(default runs; '' = no recording)")
     add_live_view_flags(ap)  # --live-view: watch in Foxglove; not --live, which allows torque
-    ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    ap.add_argument("--no-dashboard", action="store_true", help="log a status line every 2 s instead of the terminal dashboard")
-    ap.add_argument("--no-keyboard", action="store_true")
+    ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until stopped)")
+    ap.add_argument("--no-dashboard", "--no_dashboard", dest="no_dashboard", action="store_true",
+                    help="log a status line every 2 s instead of the terminal dashboard")
+    ap.add_argument("--no-keyboard", "--no_keyboard", dest="no_keyboard", action="store_true",
+                    help="no operator keys on this terminal (the gamepad and --script still work)")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     return ap
 
@@ -227,7 +245,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list] = None) -> None:
-    args = build_parser().parse_args(argv)
+    from .cli import parse_with_config
+
+    parser = build_parser()
+    args = parse_with_config(parser, argv)  # --config FILE, flags on the line override it
+    if args.server_only and args.checkpoint:
+        parser.error("--server-only and --checkpoint exclude each other: --server-only serves the HAL to a policy "
+                     "on another machine, --checkpoint runs one here; give one")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
     for name in ("krabby.hal.server", "krabby.parkour.inference"):

@@ -5,9 +5,14 @@
     python -m krabby.hal.isaac.main --task ... --checkpoint ... --headless
 
 Every Isaac Lab AppLauncher flag is accepted (``--headless``, ``--device``, ``--enable_cameras``,
-``--livestream``, ``--kit_args`` ...); ``--device`` is also the policy's torch device. Without
-``--checkpoint`` only the HAL is served and an external client (another process, another machine)
-drives the env.
+``--livestream``, ``--kit_args`` ...); ``--device`` is also the policy's torch device. With
+``--server-only`` (or without ``--checkpoint``) only the HAL is served and an external client (another
+process, another machine) drives the env; ``--deploy PROFILE`` or the key flags (``--key-dir``,
+``--allow-dir`` ...) make that tcp with CURVE, as for every server entry point
+(krabby.hal.deploy.server_flags). ``--config run.toml`` reads flags from a file (keys = flag names);
+flags on the line override it.
+
+    krabby-hal-server-isaac --task ... --server-only --deploy robot_tcp --headless
 
 Order, as Isaac Lab requires: parse the arguments, launch the app, and only then import gymnasium,
 torch and isaaclab_tasks and ``gym.make`` the task. The env is stepped in lock-step with the HAL:
@@ -55,28 +60,42 @@ log = logging.getLogger("krabby.hal.isaac.main")
 
 # ------------------------------------------------------------------------------------ arguments
 def build_parser(add_app_launcher_args: Optional[Callable[[argparse.ArgumentParser], None]] = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    # the flags every Krabby runner shares (krabby.parkour.cli: one-line errors, --config; run_outputs:
+    # --live-view), imported here and not at module level: this module is the one in krabby.hal allowed to
+    # import krabby.parkour (tests/test_layout.py), and only where it is needed
+    from krabby.parkour.cli import OneLineParser, add_config_flag, positive
+    from krabby.parkour.run_outputs import add_live_view_flags
+
+    from ..deploy.server_flags import add_server_flags
+
+    p = OneLineParser(
         prog="krabby-hal-server-isaac",
-        description="Serve an Isaac Lab env through the Krabby HAL (ZeroMQ) and run the parkour policy against it.",
+        description="Serve an Isaac Lab env through the Krabby HAL (ZeroMQ) and run the parkour policy against it. "
+                    "Flags it does not know go on to Kit.",
     )
+    add_config_flag(p)
     # not argparse-required: AppLauncher parses sys.argv while adding its flags, with --help switched off
     # (app_launcher.py:238-247), so a required flag would turn --help into an error; checked after parsing
     p.add_argument("--task", default=None, help=f"(required) gym id of the Isaac Lab task, e.g. {EXAMPLE_TASK}")
-    p.add_argument("--checkpoint", default=None, help="policy checkpoint (.pt / .onnx) run in-process; omit to serve the HAL only")
-    p.add_argument("--action_dim", type=int, default=12, help="policy output size (default 12)")
-    p.add_argument("--obs_dim", type=int, default=753, help="policy observation size (default 753)")
-    p.add_argument("--control_rate", type=float, default=None, help="policy rate in Hz (default: the env's, 1/step_dt)")
-    p.add_argument("--observation_bind", default="inproc://hal_observation", help="telemetry PUB endpoint (default inproc)")
-    p.add_argument("--command_bind", default="inproc://hal_commands", help="command ROUTER endpoint (default inproc)")
-    p.add_argument("--robot_profile", default="go2", help="robot profile name or .toml path (default go2)")
-    p.add_argument("--lockstep_timeout_s", type=float, default=0.5, help="longest wait for the command of each observation")
-    p.add_argument("--forward_speed", type=float, default=0.5, help="navigation command: forward speed in m/s")
-    p.add_argument("--max_steps", type=int, default=0, help="stop after this many control steps (0 = run until the app closes)")
-    p.add_argument("--keep_env_action_delay", action="store_true", help="keep the env's own action delay (normally switched off)")
-    p.add_argument("--insecure_tcp", action="store_true", help="allow an unauthenticated tcp command channel (explicit opt-out)")
-    from krabby.parkour.run_outputs import add_live_view_flags  # the same --live-view flags as every runner
-
-    add_live_view_flags(p)
+    p.add_argument("--checkpoint", default=None,
+                   help="policy checkpoint (.pt / .onnx) run in-process (default: none, serve the HAL only, as --server-only)")
+    p.add_argument("--server-only", action="store_true",
+                   help="no built-in policy: serve the HAL to an outside client (the same as omitting --checkpoint)")
+    p.add_argument("--action-dim", "--action_dim", dest="action_dim", type=int, default=12, help="check: the policy's output size (default 12)")
+    p.add_argument("--obs-dim", "--obs_dim", dest="obs_dim", type=int, default=753, help="check: the policy's observation size (default 753)")
+    p.add_argument("--control-rate", "--control_rate", dest="control_rate", type=positive("Hz"), default=None,
+                   help="policy rate in Hz (default: the env's, 1/step_dt)")
+    p.add_argument("--robot", "--robot_profile", dest="robot", default="go2", help="robot profile name or .toml path (default go2)")
+    p.add_argument("--speed", "--forward_speed", dest="speed", type=float, default=0.5,
+                   help="commanded forward speed, m/s (default 0.5)")
+    p.add_argument("--lockstep-timeout-s", "--lockstep_timeout_s", dest="lockstep_timeout_s", type=positive("seconds", allow_zero=True),
+                   default=0.5, help="longest wait for the command of each observation, s (default 0.5; 0 = never wait)")
+    p.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int, default=0,
+                   help="stop after this many control steps (default 0 = run until the app closes)")
+    p.add_argument("--keep-env-action-delay", "--keep_env_action_delay", dest="keep_env_action_delay", action="store_true",
+                   help="keep the env's own action delay (default: switched off, the inference client applies it)")
+    add_live_view_flags(p)  # the same --live-view flags as every runner
+    add_server_flags(p)  # --observation-bind, --command-bind, --deploy, CURVE keys, --insecure-tcp
     if add_app_launcher_args is not None:
         add_app_launcher_args(p)  # --headless, --device, --enable_cameras, --livestream, --kit_args, ...
     return p
@@ -87,19 +106,38 @@ def validate_args(args: argparse.Namespace) -> list[str]:
     errors = []
     if not args.task:
         errors.append(f"--task is required, e.g. --task {EXAMPLE_TASK}")
-    if args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_file():
+    if args.server_only and args.checkpoint is not None:
+        errors.append("--server-only and --checkpoint exclude each other: --server-only serves the HAL to an outside client, "
+                      "--checkpoint runs a policy in-process; give one")
+    elif args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_file():
         errors.append(f"--checkpoint {args.checkpoint!r} not found")
     if args.action_dim <= 0 or args.obs_dim <= 0:
-        errors.append("--action_dim and --obs_dim must be positive")
-    if args.control_rate is not None and not args.control_rate > 0:
-        errors.append("--control_rate must be positive")
-    if args.lockstep_timeout_s < 0:
-        errors.append("--lockstep_timeout_s must be >= 0")
+        errors.append("--action-dim and --obs-dim must be positive")
+    if args.max_steps < 0:
+        errors.append("--max-steps must be >= 0 (0 = run until the app closes)")
     for name in ("observation_bind", "command_bind"):
         ep = getattr(args, name)
-        if not ep.startswith(("inproc://", "tcp://", "ipc://")):
-            errors.append(f"--{name} {ep!r} must start with inproc://, tcp:// or ipc://")
+        if ep is not None and not ep.startswith(("inproc://", "tcp://", "ipc://")):
+            errors.append(f"--{name.replace('_', '-')} {ep!r} must start with inproc://, tcp:// or ipc://")
     return errors
+
+
+def serving_configs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(HalServerConfig, HalClientConfig of the in-process policy client or None) from the serving flags.
+
+    The inproc defaults and ``arm_on_start`` unless ``--deploy`` says otherwise (krabby.hal.deploy.server_flags);
+    ValueError / HalError with a message a user can act on (a profile or key that cannot be read).
+    """
+    import dataclasses
+
+    from ..deploy.server_flags import server_and_client_configs
+    from ..safety import SafetyConfig
+
+    own_client = bool(args.checkpoint) and not args.server_only
+    server_cfg, client_cfg = server_and_client_configs(args, SafetyConfig(arm_on_start=True), own_client=own_client)
+    if client_cfg is not None:
+        client_cfg = dataclasses.replace(client_cfg, client_name="krabby-hal-server-isaac")
+    return server_cfg, client_cfg
 
 
 # ---------------------------------------------------------------------------------- action units
@@ -327,21 +365,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if argv is not None:  # AppLauncher.add_app_launcher_args parses sys.argv itself: make it see these arguments
         sys.argv = [sys.argv[0]] + list(argv)
+    from krabby.parkour.cli import parse_known_with_config
+
+    from ..server import HalError
+
     parser = build_parser(AppLauncher.add_app_launcher_args)
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parse_known_with_config(parser, argv)  # --config FILE, flags on the line override it
     errors = validate_args(args)
     if errors:
         parser.error("; ".join(errors))
+    try:  # a deployment profile or key that cannot be read stops here, before the (slow) app launch
+        configs = serving_configs(args)
+    except (ValueError, HalError) as e:
+        parser.error(str(e))
     sys.argv = [sys.argv[0]] + list(rest)  # our flags must not reach Kit / Hydra
     app_launcher = AppLauncher(args)
     simulation_app = app_launcher.app
     try:
-        return run(args, simulation_app)
+        return run(args, simulation_app, configs)
     finally:
         simulation_app.close()
 
 
-def run(args: argparse.Namespace, simulation_app: Any) -> int:
+def run(args: argparse.Namespace, simulation_app: Any, configs: Optional[tuple[Any, Any]] = None) -> int:
     """Everything after the app is up: imports that need it, env, HAL server, in-process client, loop."""
     import gymnasium as gym
     import isaaclab_tasks  # noqa: F401 - registers the Isaac Lab tasks
@@ -354,13 +400,10 @@ def run(args: argparse.Namespace, simulation_app: Any) -> int:
     except ImportError:
         pass
 
-    from ..client import HalClientConfig
     from ..robot_profile import load_robot_profile
-    from ..safety import SafetyConfig
-    from ..server import HalError, HalServer, HalServerConfig
+    from ..server import HalError, HalServer
     from .articulation import HeadingHoldNavigation
     from .env_backend import IsaacLabEnvBackend
-    from .ext_settings import connect_endpoint
 
     device = getattr(args, "device", None) or "cuda:0"
     env_cfg = parse_env_cfg(args.task, device=device, num_envs=1)
@@ -369,12 +412,11 @@ def run(args: argparse.Namespace, simulation_app: Any) -> int:
             print(f"krabby: switched off the env's action delay on term {name!r} (the inference client applies it)")
     env = gym.make(args.task, cfg=env_cfg)
     unwrapped = env.unwrapped
-    profile = load_robot_profile(args.robot_profile)
+    profile = load_robot_profile(args.robot)
     units = action_units_from_env(unwrapped, profile)
-    backend = IsaacLabEnvBackend(env, profile, navigation=HeadingHoldNavigation(args.forward_speed))
+    backend = IsaacLabEnvBackend(env, profile, navigation=HeadingHoldNavigation(args.speed))
     context = zmq.Context.instance()
-    config = HalServerConfig(observation_bind=args.observation_bind, command_bind=args.command_bind,
-                             safety=SafetyConfig(arm_on_start=True), allow_insecure_tcp=args.insecure_tcp)
+    config, client_config = configs if configs is not None else serving_configs(args)
     try:
         server = HalServer(backend, config, context=context).start()
     except HalError as e:
@@ -383,7 +425,7 @@ def run(args: argparse.Namespace, simulation_app: Any) -> int:
         return 1
     runner = None
     try:
-        if args.checkpoint:
+        if client_config is not None:  # --checkpoint: the policy client in this process
             from krabby.parkour.inference import InferenceOptions
             from krabby.parkour.run_outputs import live_view_config
             from krabby.parkour.panel_model import PolicyRunner, PolicyStartError
@@ -391,17 +433,15 @@ def run(args: argparse.Namespace, simulation_app: Any) -> int:
             runner = PolicyRunner()
             try:
                 runner.start(
-                    args.checkpoint, hal_client_config=HalClientConfig(
-                        observation_endpoint=connect_endpoint(args.observation_bind),
-                        command_endpoint=connect_endpoint(args.command_bind), client_name="krabby-hal-server-isaac"),
+                    args.checkpoint, hal_client_config=client_config,
                     context=context, control_rate=args.control_rate or 1.0 / float(unwrapped.step_dt), device=device,
                     action_dim=args.action_dim, obs_dim=args.obs_dim, options=InferenceOptions(lockstep=True, live_view=live_view_config(args)),
                 )
             except PolicyStartError as e:
                 print(f"krabby-hal-server-isaac: {e}", file=sys.stderr)
                 return 1
-        print(f"krabby: serving {args.task} on {args.observation_bind} / {args.command_bind}"
-              + (f" with {args.checkpoint}" if args.checkpoint else " (no policy: waiting for an external client)"))
+        print(f"krabby: serving {args.task} on {config.observation_bind} / {config.command_bind}"
+              + (f" with {args.checkpoint}" if client_config is not None else " (no policy: waiting for an external client)"))
         t0 = time.perf_counter()
         stepper = EnvStepper(server, units, profile, args.lockstep_timeout_s)
         with torch.inference_mode():

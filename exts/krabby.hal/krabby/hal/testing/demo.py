@@ -1,7 +1,7 @@
 """krabby-hal-demo: the HAL round trip on the loopback test double, with a live rate/latency line.
 
 No simulator and no policy: a client thread answers every state with the default pose. Useful to
-check an install, or a tcp link between two machines (``--observation_bind/--command_bind``, CURVE
+check an install, or a tcp link between two machines (``--observation-bind/--command-bind``, CURVE
 keys with ``--deploy`` or ``--key-dir``). ``--server-only`` runs no client of its own: the loopback
 robot then waits for an outside client (``docs/minimal_client.py``, a policy on another machine).
 """
