@@ -1,4 +1,4 @@
-"""One command-line language for the three runners (issue #15 item 8, issue #14 "serving an outside client").
+"""One command-line language for the three runners and krabby-parkour-client (issue #15 item 8, issue #14 "serving an outside client").
 
 krabby-hal-server-mujoco (sim2sim), krabby-hal-server-isaac and the robot runner (krabby-hal-server-jetson,
 jetson/run.py): every option has help; a concept has one spelling everywhere (dashed, the old underscore
@@ -21,19 +21,23 @@ from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair
 from krabby.hal.isaac import main as isaac_main
 from krabby.parkour import jetson
 from krabby.parkour.cli import parse_known_with_config, parse_with_config
+from krabby.parkour.remote_client import build_parser as remote_client_parser
 from krabby.parkour.sim2sim import build_parser as sim2sim_parser
 
 ISAAC = "krabby-hal-server-isaac"
 TASK = "Isaac-Extreme-Parkour-Teacher-Unitree-Go2-Play-v0"
 
-# concept -> the runners that have it (None: all three)
+RUNNERS = {"sim2sim", "isaac", "jetson"}  # the three that serve a robot; "client" is krabby-parkour-client
+# concept -> the commands that have it (None: all four)
 SHARED = {
-    "--checkpoint": None, "--device": None, "--control-rate": None, "--action-dim": None, "--obs-dim": None,
-    "--robot": None, "--observation-bind": None, "--command-bind": None, "--deploy": None, "--insecure-tcp": None,
+    "--checkpoint": None, "--device": None, "--control-rate": None, "--action-dim": RUNNERS, "--obs-dim": RUNNERS,
+    "--robot": RUNNERS, "--observation-bind": RUNNERS, "--command-bind": RUNNERS, "--deploy": None, "--insecure-tcp": RUNNERS,
     "--live-view": None, "--live-view-host": None, "--live-view-port": None, "--config": None,
-    "--server-only": None, "--speed": {"sim2sim", "isaac"},
-    "--key-dir": {"sim2sim", "isaac"}, "--allow-dir": {"sim2sim", "isaac"}, "--server-key": {"sim2sim", "isaac"},
-    "--client-key": {"sim2sim", "isaac"}, "--plain-telemetry": {"sim2sim", "isaac"},
+    "--server-only": RUNNERS, "--speed": {"sim2sim", "isaac", "client"}, "--backend": {"sim2sim", "client"},
+    "--record": {"sim2sim", "jetson", "client"}, "--duration": {"sim2sim", "client"}, "--quiet": {"sim2sim", "client"},
+    "--key-dir": {"sim2sim", "isaac", "client"}, "--allow-dir": {"sim2sim", "isaac"},
+    "--server-key": {"sim2sim", "isaac", "client"}, "--client-key": {"sim2sim", "isaac", "client"},
+    "--plain-telemetry": {"sim2sim", "isaac", "client"},
 }
 # the old spellings that must still parse, and where they go
 ALIASES = {
@@ -61,6 +65,7 @@ def parsers(monkeypatch):
         "sim2sim": (sim2sim_parser(), sim2sim_parser(), []),
         "isaac": (isaac_main.build_parser(add_app_launcher_args), isaac_main.build_parser(None), ["--task", "T"]),
         "jetson": (jetson.build_parser(), jetson.build_parser(), []),
+        "client": (remote_client_parser(), remote_client_parser(), []),
     }
 
 
