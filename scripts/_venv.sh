@@ -3,6 +3,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${KRABBY_PYTHON:-$(command -v python3.11 || command -v python3)}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "error: $PY is Python $("$PY" -c 'import platform; print(platform.python_version())' 2>/dev/null || echo '?'); this command needs 3.11 or newer" \
+       "(MuJoCo 4 has no wheels for 3.10). Install python3.11 or set KRABBY_PYTHON=/path/to/python3.11." \
+       "The HAL, the robot runner and the observation code alone run on 3.10: pip install -e '.[robot,onnx]' (jetson/README.md)." >&2
+  exit 2
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv with $PY"
   "$PY" -m venv .venv
