@@ -304,7 +304,7 @@ class MujocoBackend(HalBackend):
 
     def read(self) -> SensorFrame:
         self._require()
-        d, prof = self.data, self.profile
+        d = self.data
         stamp = now_ns()
         quat = d.qpos[self._base_q + 3 : self._base_q + 7].copy()
         rot = self.rot_w_from_base

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -35,7 +35,7 @@ import numpy as np
 from .. import clock
 from ..robot_profile import RobotProfile
 from . import unitree_go_dds as dds
-from .unitree_go_msgs import MOTOR_MODE_SERVO, NUM_MOTORS, POS_STOP_F, VEL_STOP_F, CodecError, LowCmd, LowState
+from .unitree_go_msgs import MOTOR_MODE_SERVO, NUM_MOTORS, CodecError, LowCmd, LowState
 
 log = logging.getLogger("krabby.hal.devices.go2_lowlevel")
 

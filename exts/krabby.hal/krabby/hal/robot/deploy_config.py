@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Optional
 
 from ..deploy.profile import DeploymentProfile
 from ..deploy.robot_sections import RUNNER_SECTIONS, DdsSection, OperatorSection, ZedSection

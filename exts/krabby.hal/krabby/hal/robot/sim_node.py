@@ -43,11 +43,10 @@ from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 
-from .. import clock
 from ..robot_profile import RobotProfile, load_robot_profile, profile_from_dict
 from ..types import ActuatorCommand, ActuatorMode, HeightScan, NavigationCommand
 from ..devices import unitree_go_dds as dds
-from ..devices.unitree_go_msgs import NUM_MOTORS, POS_STOP_F, CodecError, LowCmd, LowState
+from ..devices.unitree_go_msgs import POS_STOP_F, CodecError, LowCmd, LowState
 from .operator import encode_wireless_remote
 
 log = logging.getLogger("krabby.hal.robot.sim_node")
