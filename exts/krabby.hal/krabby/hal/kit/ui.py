@@ -18,7 +18,23 @@ AMBER = 0xFF20C0FF
 SAFETY_COLOURS = {"ACTIVE": GREEN, "ARMED": GREEN, "HOLD": AMBER, "DAMP": AMBER, "DISARMED": 0xFFC0C0C0, "ESTOP": RED}
 
 
-class HalWindow:
+class PanelWindow:
+    """What both extensions' panels share: an ``omni.ui.Window`` (``self.window``) whose visibility
+    ``PanelWindowHost`` toggles from the Window menu."""
+
+    window: "ui.Window | None" = None
+
+    @property
+    def visible(self) -> bool:
+        return self.window is not None and self.window.visible
+
+    @visible.setter
+    def visible(self, value: bool) -> None:
+        if self.window is not None:
+            self.window.visible = value
+
+
+class HalWindow(PanelWindow):
     TITLE = "Krabby HAL"
 
     def __init__(self, model: HalPanelModel):
@@ -64,15 +80,6 @@ class HalWindow:
         self._joint = combo_model.get_item_value_model().as_int
 
     # ------------------------------------------------------------------------------- drawing
-    @property
-    def visible(self) -> bool:
-        return self.window is not None and self.window.visible
-
-    @visible.setter
-    def visible(self, value: bool) -> None:
-        if self.window is not None:
-            self.window.visible = value
-
     def refresh(self, s: HalPanelSnapshot) -> None:
         self._endpoints.text = s.endpoints
         self._connection.text = s.connection

@@ -6,13 +6,15 @@ from typing import Callable
 
 import omni.ui as ui
 
+from krabby.hal.kit.ui import PanelWindow
+
 from ..panel_model import PolicyPanelSnapshot
 
 RED = 0xFF4040FF  # omni.ui colours are 0xAABBGGRR
 ACTION_CLIP = 4.8  # the training action clip (robot profile policy.action_clip), for the plot scale
 
 
-class ParkourWindow:
+class ParkourWindow(PanelWindow):
     TITLE = "Krabby Parkour"
 
     def __init__(self, checkpoint: str, on_start: Callable[[str], str], on_stop: Callable[[], str]):
@@ -45,15 +47,6 @@ class ParkourWindow:
 
     def _stop(self) -> None:
         self._result.text = self._on_stop()
-
-    @property
-    def visible(self) -> bool:
-        return self.window is not None and self.window.visible
-
-    @visible.setter
-    def visible(self, value: bool) -> None:
-        if self.window is not None:
-            self.window.visible = value
 
     def refresh(self, s: PolicyPanelSnapshot) -> None:
         self._status.text = s.status
