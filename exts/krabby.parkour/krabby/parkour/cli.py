@@ -78,6 +78,17 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
                         "flags given on the command line override it")
 
 
+def add_policy_flags(parser: argparse.ArgumentParser, *, checkpoint_help: str, control_rate_default: str) -> None:
+    """The policy flags every runner shares: the checkpoint, the two size checks and the control rate."""
+    parser.add_argument("--checkpoint", help=checkpoint_help)
+    parser.add_argument("--action-dim", "--action_dim", dest="action_dim", type=int, default=12,
+                        help="check: the policy's output size (default 12)")
+    parser.add_argument("--obs-dim", "--obs_dim", dest="obs_dim", type=int, default=753,
+                        help="check: the policy's observation size (default 753)")
+    parser.add_argument("--control-rate", "--control_rate", dest="control_rate", type=positive("Hz"), default=None,
+                        help=f"policy rate in Hz (default: {control_rate_default})")
+
+
 def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv``; when it names ``--config FILE``, that file's keys become the defaults first."""
     argv = _apply_config(parser, argv)

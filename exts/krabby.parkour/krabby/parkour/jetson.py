@@ -27,20 +27,17 @@ log = logging.getLogger("krabby.parkour.jetson")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import OneLineParser, add_config_flag, positive
+    from .cli import OneLineParser, add_config_flag, add_policy_flags
 
     ap = OneLineParser(
         prog="krabby-hal-server-jetson",
         description="Run a parkour policy on the Go2 (or its simulated twin) through the Krabby HAL. "
                     "Dry run by default: zero torque until the operator enables it (needs --live).")
     add_config_flag(ap)
-    ap.add_argument("--checkpoint", help="policy checkpoint (rsl_rl model_*.pt, TorchScript or ONNX); omit to run the HAL server only")
+    add_policy_flags(ap, checkpoint_help="policy checkpoint (rsl_rl model_*.pt, TorchScript or ONNX); omit to run the HAL server only",
+                     control_rate_default="the checkpoint's params/env.yaml, else 50")
     ap.add_argument("--server-only", action="store_true",
                     help="no built-in policy: serve the HAL to a policy on another machine (the same as omitting --checkpoint)")
-    ap.add_argument("--action-dim", "--action_dim", dest="action_dim", type=int, default=12, help="check: the policy's output size (default 12)")
-    ap.add_argument("--obs-dim", "--obs_dim", dest="obs_dim", type=int, default=753, help="check: the policy's observation size (default 753)")
-    ap.add_argument("--control-rate", "--control_rate", dest="control_rate", type=positive("Hz"), default=None,
-                    help="policy rate in Hz (default: the checkpoint's params/env.yaml, else 50)")
     ap.add_argument("--device", default="cpu", help="torch device for the policy: cpu, cuda (default cpu)")
     ap.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference runtime (default torch)")
     ap.add_argument("--observation-bind", "--observation_bind", dest="observation_bind", default=None,

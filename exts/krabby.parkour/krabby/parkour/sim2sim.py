@@ -65,16 +65,13 @@ def default_checkpoint() -> Path | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import OneLineParser, add_config_flag, positive
+    from .cli import OneLineParser, add_config_flag, add_policy_flags, positive
     from .run_outputs import add_output_flags
 
     ap = OneLineParser(prog="krabby-hal-server-mujoco", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flag(ap)
-    ap.add_argument("--checkpoint", help="policy: model_*.pt, an export directory or an ONNX directory (default: the bundled demo policy)")
-    ap.add_argument("--action-dim", "--action_dim", dest="action_dim", type=int, default=12, help="check: the policy's output size (default 12)")
-    ap.add_argument("--obs-dim", "--obs_dim", dest="obs_dim", type=int, default=753, help="check: the policy's observation size (default 753)")
-    ap.add_argument("--control-rate", "--control_rate", dest="control_rate", type=positive("Hz"), default=None,
-                    help="Hz (default: the policy's trained rate, else the robot profile's)")
+    add_policy_flags(ap, checkpoint_help="policy: model_*.pt, an export directory or an ONNX directory (default: the bundled demo policy)",
+                     control_rate_default="the policy's trained rate, else the robot profile's")
     ap.add_argument("--device", default="cpu", help="torch device for the policy (default cpu)")
     ap.add_argument("--backend", choices=["torch", "onnx"], default=None,
                     help="inference runtime (default: onnx for an ONNX export, else torch)")

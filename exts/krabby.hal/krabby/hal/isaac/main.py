@@ -63,7 +63,7 @@ def build_parser(add_app_launcher_args: Optional[Callable[[argparse.ArgumentPars
     # the flags every Krabby runner shares (krabby.parkour.cli: one-line errors, --config; run_outputs:
     # --live-view), imported here and not at module level: this module is the one in krabby.hal allowed to
     # import krabby.parkour (tests/test_layout.py), and only where it is needed
-    from krabby.parkour.cli import OneLineParser, add_config_flag, positive
+    from krabby.parkour.cli import OneLineParser, add_config_flag, add_policy_flags, positive
     from krabby.parkour.run_outputs import add_live_view_flags
 
     from ..deploy.server_flags import add_server_flags
@@ -77,14 +77,10 @@ def build_parser(add_app_launcher_args: Optional[Callable[[argparse.ArgumentPars
     # not argparse-required: AppLauncher parses sys.argv while adding its flags, with --help switched off
     # (app_launcher.py:238-247), so a required flag would turn --help into an error; checked after parsing
     p.add_argument("--task", default=None, help=f"(required) gym id of the Isaac Lab task, e.g. {EXAMPLE_TASK}")
-    p.add_argument("--checkpoint", default=None,
-                   help="policy checkpoint (.pt / .onnx) run in-process (default: none, serve the HAL only, as --server-only)")
+    add_policy_flags(p, checkpoint_help="policy checkpoint (.pt / .onnx) run in-process (default: none, serve the HAL only, as --server-only)",
+                     control_rate_default="the env's, 1/step_dt")
     p.add_argument("--server-only", action="store_true",
                    help="no built-in policy: serve the HAL to an outside client (the same as omitting --checkpoint)")
-    p.add_argument("--action-dim", "--action_dim", dest="action_dim", type=int, default=12, help="check: the policy's output size (default 12)")
-    p.add_argument("--obs-dim", "--obs_dim", dest="obs_dim", type=int, default=753, help="check: the policy's observation size (default 753)")
-    p.add_argument("--control-rate", "--control_rate", dest="control_rate", type=positive("Hz"), default=None,
-                   help="policy rate in Hz (default: the env's, 1/step_dt)")
     p.add_argument("--robot", "--robot_profile", dest="robot", default="go2", help="robot profile name or .toml path (default go2)")
     p.add_argument("--speed", "--forward_speed", dest="speed", type=float, default=0.5,
                    help="commanded forward speed, m/s (default 0.5)")
