@@ -22,6 +22,27 @@ pytest.importorskip("foxglove")
 ws_client = pytest.importorskip("websockets.sync.client")
 
 
+def _connect_live_view(port: int, runner: threading.Thread, what: str, tries: int, wait_s: float):
+    """A Foxglove WebSocket client, once the runner's live view is up (it starts after the policy loads)."""
+    for _ in range(tries):
+        try:
+            return ws_client.connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"], open_timeout=1)
+        except OSError:
+            runner.join(wait_s)
+    raise AssertionError(f"{what} never came up")
+
+
+def _advertised_until(ws, topics: set[str]) -> dict:
+    """Channels by topic, read from 'advertise' messages until every topic in ``topics`` was advertised
+    (channels are advertised as their first message is logged)."""
+    channels: dict = {}
+    while not topics <= set(channels):
+        msg = json.loads(ws.recv(timeout=10))
+        if msg["op"] == "advertise":
+            channels.update({c["topic"]: c for c in msg["channels"]})
+    return channels
+
+
 def test_live_view_streams_the_log_channels(tmp_path):
     port = free_tcp_port()
     result = {}
@@ -29,20 +50,8 @@ def test_live_view_streams_the_log_channels(tmp_path):
         ["--duration", "4", "--quiet", "--live-view", "--live-view-port", str(port), "--summary", str(tmp_path / "s.json")])))
     t.start()
     try:
-        ws = None
-        for _ in range(100):  # the server starts once the policy is loaded
-            try:
-                ws = ws_client.connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"], open_timeout=1)
-                break
-            except OSError:
-                t.join(0.1)
-        assert ws is not None, "live view never came up"
-        with ws:
-            channels = {}
-            while not {"/joint_states", "/tf", "/sim"} <= set(channels):
-                msg = json.loads(ws.recv(timeout=10))
-                if msg["op"] == "advertise":
-                    channels.update({c["topic"]: c for c in msg["channels"]})
+        with _connect_live_view(port, t, "live view", tries=100, wait_s=0.1) as ws:
+            channels = _advertised_until(ws, {"/joint_states", "/tf", "/sim"})
             assert not any(topic.startswith("hal/") for topic in channels)  # raw frames stay in the file
             js = channels["/joint_states"]
             assert (js["encoding"], js["schemaName"], js["schemaEncoding"]) == ("protobuf", "foxglove.JointStates", "protobuf")
@@ -125,20 +134,9 @@ def test_isaac_server_streams_the_policy_client_live(monkeypatch, profile, tmp_p
         "--command_bind", f"inproc://lv-c-{tag}", "--live-view", "--live-view-port", str(port)])))
     t.start()
     try:
-        ws = None
-        for _ in range(200):
-            try:
-                ws = ws_client.connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"], open_timeout=1)
-                break
-            except OSError:
-                t.join(0.05)
-        assert ws is not None, "the Isaac server's live view never came up"
-        with ws:
-            topics, want = set(), {"/joint_states", "/joint_targets", "/timing", "/safety", "/tf", "/scene/robot"}
-            while not want <= topics:  # channels are advertised as their first message is logged
-                msg = json.loads(ws.recv(timeout=10))
-                if msg["op"] == "advertise":
-                    topics |= {c["topic"] for c in msg["channels"]}
+        want = {"/joint_states", "/joint_targets", "/timing", "/safety", "/tf", "/scene/robot"}
+        with _connect_live_view(port, t, "the Isaac server's live view", tries=200, wait_s=0.05) as ws:
+            topics = set(_advertised_until(ws, want))
         assert want <= topics
     finally:
         t.join(60)
