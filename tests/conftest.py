@@ -24,6 +24,19 @@ def free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
+def make_curve_keys(folder: Path, *unallowed: str) -> tuple[Path, Path]:
+    """CURVE key files as ``krabby-keys`` writes them: ``folder/keys`` holds robot (the server) and policy (the
+    allowed client), plus each name in ``unallowed`` (a valid key the server does not allow);
+    ``folder/allowed`` is the server's allow-list. Returns (key dir, allow dir)."""
+    from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair
+
+    key_dir, allow_dir = folder / "keys", folder / "allowed"
+    for name in ("robot", "policy", *unallowed):
+        generate_keypair(key_dir, name)
+    add_to_allow_list(key_dir / "policy.key", allow_dir)
+    return key_dir, allow_dir
+
+
 @pytest.fixture
 def profile():
     from krabby.hal.robot_profile import load_robot_profile

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_tcp_port
+from conftest import REPO, free_tcp_port, make_curve_keys
 from fakes.fake_isaaclab import add_app_launcher_args, install_fake_isaaclab
 
 from krabby.hal.deploy.curve import CurveClientKeys, CurveServerKeys
-from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair
 from krabby.hal.isaac import main as isaac_main
 from krabby.parkour import jetson
 from krabby.parkour.cli import parse_known_with_config, parse_with_config
@@ -167,14 +166,6 @@ def test_jetson_record_help_says_it_takes_a_folder():
 
 
 # --------------------------------------------------------------------------- the Isaac server's serving flags
-def _keys(tmp_path: Path) -> tuple[Path, Path]:
-    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
-    generate_keypair(keys, "robot")
-    generate_keypair(keys, "policy")
-    add_to_allow_list(keys / "policy.key", allowed)
-    return keys, allowed
-
-
 def _profile(tmp_path: Path) -> tuple[Path, str, str]:
     """config/deploy/robot_tcp.toml with its keys in tmp_path (relative paths resolve against the file) and free ports."""
     obs, cmd = f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}"
@@ -194,7 +185,7 @@ def _isaac_args(*argv: str):
 
 
 def test_isaac_deploy_profile_reaches_the_server_and_the_in_process_client(tmp_path):
-    _keys(tmp_path)
+    make_curve_keys(tmp_path)
     dep, obs, cmd = _profile(tmp_path)
     ckpt = tmp_path / "model_0.pt"
     ckpt.write_bytes(b"x")
@@ -210,7 +201,7 @@ def test_isaac_deploy_profile_reaches_the_server_and_the_in_process_client(tmp_p
 
 
 def test_isaac_key_flags_reach_the_server(tmp_path):
-    keys, allowed = _keys(tmp_path)
+    keys, allowed = make_curve_keys(tmp_path)
     bind = ("--observation-bind", "tcp://*:5555", "--command-bind", "tcp://*:5556")
     server, _ = isaac_main.serving_configs(_isaac_args("--server-only", *bind, "--key-dir", str(keys), "--allow-dir", str(allowed)))
     assert isinstance(server.security, CurveServerKeys) and server.command_bind == "tcp://*:5556"
@@ -225,7 +216,7 @@ def test_isaac_server_only_serves_a_curve_deployment(monkeypatch, profile, tmp_p
     """Through main (fake Isaac Lab): --server-only --deploy binds tcp with CURVE; the HalServer gets the profile's config."""
     import krabby.hal.server as hal_server
 
-    _keys(tmp_path)
+    make_curve_keys(tmp_path)
     dep, obs, cmd = _profile(tmp_path)
     configs = []
 
@@ -262,7 +253,7 @@ def test_isaac_server_only_with_a_checkpoint_is_refused_in_one_line(monkeypatch,
 
 
 def test_isaac_key_mistakes_are_refused_in_one_line_before_launch(monkeypatch, profile, capsys, tmp_path):
-    keys, allowed = _keys(tmp_path)
+    keys, allowed = make_curve_keys(tmp_path)
     ckpt = tmp_path / "model_0.pt"
     ckpt.write_bytes(b"x")
     line = _one_line_exit(monkeypatch, profile, capsys, ["--task", "T", "--checkpoint", str(ckpt), "--command-bind", "tcp://*:5556",

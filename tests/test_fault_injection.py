@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, endpoints, free_tcp_port, ticking
+from conftest import REPO, endpoints, free_tcp_port, make_curve_keys, ticking
 from krabby.hal import clock
 from krabby.hal import client as client_module
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
@@ -26,7 +26,7 @@ from krabby.hal.testing.fuzz_mutations import rss_bytes
 from krabby.hal.protocol import Ack, Kind, Reason, decode, encode, hello_payload
 from krabby.hal.safety import SafetyConfig, SafetyState
 from krabby.hal.deploy.curve import CurveClientKeys, CurveServerKeys
-from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair, load_public_key, load_secret_key
+from krabby.hal.deploy.keys import load_public_key, load_secret_key
 from krabby.hal.server import HalError, HalServer, HalServerConfig
 from krabby.hal.types import ActuatorMode, DepthFrame
 
@@ -39,11 +39,7 @@ def quiet_logs(caplog):
 
 @pytest.fixture
 def keys(tmp_path):
-    key_dir, allow_dir = tmp_path / "keys", tmp_path / "allowed"
-    generate_keypair(key_dir, "robot")
-    generate_keypair(key_dir, "policy")
-    add_to_allow_list(key_dir / "policy.key", allow_dir)
-    return key_dir, allow_dir
+    return make_curve_keys(tmp_path)
 
 
 def make_server(profile, ctx, *, keys=None, obs=None, cmd=None, **safety):

@@ -14,10 +14,9 @@ import threading
 
 import pytest
 
-from conftest import REPO, endpoints, ticking
+from conftest import REPO, endpoints, make_curve_keys, ticking
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.deploy.curve import CurveServerKeys
-from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair
 from krabby.hal.safety import SafetyConfig
 from krabby.hal.server import HalServer, HalServerConfig
 
@@ -37,10 +36,7 @@ def test_the_minimal_client_from_the_doc_drives_a_real_server(profile, zmq_conte
     args = []
     security = None
     if secure:
-        keys, allowed = tmp_path / "keys", tmp_path / "allowed"
-        generate_keypair(keys, "robot")
-        generate_keypair(keys, "policy")
-        add_to_allow_list(keys / "policy.key", allowed)
+        keys, allowed = make_curve_keys(tmp_path)
         security = CurveServerKeys.from_dir(keys, "robot", allowed)
         args = ["--server-key", str(keys / "robot.key"), "--client-key", str(keys / "policy.key_secret")]
     cfg = HalServerConfig(obs, cmd, security=security, allow_insecure_tcp=not secure,
@@ -59,14 +55,6 @@ def test_the_minimal_client_from_the_doc_drives_a_real_server(profile, zmq_conte
         server.close()
 
 
-def _keys(tmp_path):
-    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
-    generate_keypair(keys, "robot")
-    generate_keypair(keys, "policy")
-    add_to_allow_list(keys / "policy.key", allowed)
-    return keys, allowed
-
-
 @pytest.mark.parametrize("entry", ["krabby-hal-demo", "krabby-hal-server-mujoco"])
 def test_server_entry_points_serve_an_outside_curve_client(entry, tmp_path):
     """`--server-only` with key flags: the entry point runs no client of its own and an outside client (the
@@ -76,7 +64,7 @@ def test_server_entry_points_serve_an_outside_curve_client(entry, tmp_path):
         from krabby.parkour.sim2sim import main
     else:
         from krabby.hal.testing.demo import main
-    keys, allowed = _keys(tmp_path)
+    keys, allowed = make_curve_keys(tmp_path)
     obs, cmd = endpoints("tcp")
     argv = ["--server-only", "--duration", "6", "--observation_bind", obs, "--command_bind", cmd,
             "--key-dir", str(keys), "--server-key", "robot", "--allow-dir", str(allowed)]
@@ -101,8 +89,7 @@ def test_server_entry_points_serve_an_outside_curve_client(entry, tmp_path):
 def test_a_client_without_an_allowed_key_gets_nothing_from_a_server_only_entry_point(tmp_path):
     from krabby.hal.testing.demo import main
 
-    keys, allowed = _keys(tmp_path)
-    generate_keypair(keys, "stranger")
+    keys, allowed = make_curve_keys(tmp_path, "stranger")
     obs, cmd = endpoints("tcp")
     rc = []
     t = threading.Thread(target=lambda: rc.append(main(["--server-only", "--duration", "3", "--observation_bind", obs,
@@ -122,7 +109,7 @@ def test_entry_points_explain_missing_keys(tmp_path, capsys):
     obs, cmd = endpoints("tcp")
     assert main(["--duration", "0.1", "--observation_bind", obs, "--command_bind", cmd]) == 2
     assert "krabby-keys" in capsys.readouterr().err
-    keys, allowed = _keys(tmp_path)
+    keys, allowed = make_curve_keys(tmp_path)
     assert main(["--duration", "0.1", "--observation_bind", obs, "--command_bind", cmd, "--key-dir", str(keys), "--allow-dir", str(allowed)]) == 2
     assert "--client-key" in capsys.readouterr().err
 

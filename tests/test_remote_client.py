@@ -12,19 +12,14 @@ import time
 
 import pytest
 
-from conftest import REPO, endpoints
-from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair
+from conftest import REPO, endpoints, make_curve_keys
 from krabby.parkour.remote_client import main
 
 pytest.importorskip("mujoco")
 
 
 def _profile(tmp_path, obs: str, cmd: str) -> str:
-    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
-    generate_keypair(keys, "robot")
-    generate_keypair(keys, "policy")
-    generate_keypair(keys, "stranger")
-    add_to_allow_list(keys / "policy.key", allowed)
+    make_curve_keys(tmp_path, "stranger")  # keys/ and allowed/ beside the profile, which names them relatively
     path = tmp_path / "lab_tcp.toml"
     path.write_text(f"""
 [deployment]

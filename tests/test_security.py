@@ -14,7 +14,7 @@ import pytest
 import zmq
 import zmq.auth as zmq_auth
 
-from conftest import REPO, endpoints
+from conftest import REPO, endpoints, make_curve_keys
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
@@ -32,11 +32,7 @@ from krabby.hal.server import HalError, HalServer, HalServerConfig
 @pytest.fixture
 def keys(tmp_path):
     """robot (server), policy (allowed client), mallory (a valid key that is not allowed)."""
-    key_dir, allow_dir = tmp_path / "keys", tmp_path / "allowed"
-    for name in ("robot", "policy", "mallory"):
-        generate_keypair(key_dir, name)
-    add_to_allow_list(key_dir / "policy.key", allow_dir)
-    return key_dir, allow_dir
+    return make_curve_keys(tmp_path, "mallory")
 
 
 def secure_server(profile, ctx, keys, *, telemetry_encrypted=True, **safety):
@@ -313,10 +309,7 @@ def test_jetson_deployment_profile_loads_with_the_runner_sections():
 
 
 def test_deployment_configures_both_sides(profile, zmq_context, tmp_path):
-    key_dir, allow = tmp_path / "keys", tmp_path / "allowed"
-    generate_keypair(key_dir, "robot")
-    generate_keypair(key_dir, "policy")
-    add_to_allow_list(key_dir / "policy.key", allow)
+    key_dir, allow = make_curve_keys(tmp_path)
     obs, cmd = endpoints("tcp")
     (tmp_path / "lab.toml").write_text(f"""
 [server]
