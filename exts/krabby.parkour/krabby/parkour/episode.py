@@ -89,7 +89,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def policy_backend_kind(args: argparse.Namespace, checkpoint: Any) -> str:
     """``--backend``, else onnx for an ONNX export and torch for anything else."""
-    if getattr(args, "backend", None):
+    if args.backend:
         return args.backend
     from .policy_formats import resolve_artifact
 
@@ -121,8 +121,8 @@ def run_episode(args: argparse.Namespace, *, hooks: Optional[EpisodeHooks] = Non
 
     hooks = hooks or EpisodeHooks()
     checkpoint = args.checkpoint
-    server_only = bool(getattr(args, "server_only", False))
-    record_path = record_path if record_path is not None else (Path(args.record) if getattr(args, "record", None) else None)
+    server_only = bool(args.server_only)
+    record_path = record_path if record_path is not None else (Path(args.record) if args.record else None)
     profile = load_robot_profile(args.robot)
     backend_kind = None if server_only else policy_backend_kind(args, checkpoint)
     if server_only:
@@ -133,7 +133,7 @@ def run_episode(args: argparse.Namespace, *, hooks: Optional[EpisodeHooks] = Non
         policy = load_policy(checkpoint, device=args.device, backend=backend_kind, num_threads=1)
     else:
         policy.reset()
-    kind = policy.kind if policy is not None else ("student" if getattr(args, "depth", False) else "teacher")
+    kind = policy.kind if policy is not None else ("student" if args.depth else "teacher")
     # each policy kind gets the sensor it reads: the teacher the height scan, the student the depth camera
     backend = MujocoBackend(
         MujocoBackendConfig(robot=args.robot, terrain=args.terrain, seed=args.seed, difficulty=args.difficulty,
@@ -148,7 +148,7 @@ def run_episode(args: argparse.Namespace, *, hooks: Optional[EpisodeHooks] = Non
     if args.fast:
         server_cfg.safety.watchdog_s = server_cfg.safety.max_command_age_s = LOCKSTEP_TIME_LIMIT_S
     backend.connect()
-    if getattr(args, "export_model", None):
+    if args.export_model:
         print(f"model: {backend.export_model(args.export_model)}", file=sys.stderr)
     ctx = zmq.Context()
     server = HalServer(backend, server_cfg, context=ctx).start()
@@ -168,7 +168,7 @@ def run_episode(args: argparse.Namespace, *, hooks: Optional[EpisodeHooks] = Non
         running.set()
         client.start_thread(running)
         world = None
-        if getattr(client, "session", None) is not None:
+        if client.session is not None:
             from .foxglove_world import WorldChannels
 
             world = WorldChannels(client.session, backend.model, sim_clock=args.fast)
