@@ -25,6 +25,7 @@ from conftest import REPO, endpoints, ticking
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig
+from krabby.hal.command_channel import MAX_BACKLOG_PER_PEER
 from krabby.hal.protocol import Kind, StateLayout, decode, encode, hello_payload, pack_state
 from krabby.hal.safety import SafetyConfig
 from krabby.hal.server import HalServer, HalServerConfig
@@ -377,13 +378,19 @@ def test_handshake_churn_never_evicts_the_live_client(profile, zmq_context):
 
 
 def test_pipelined_requests_each_get_exactly_one_reply(profile, zmq_context):
-    """3 000 COMMANDs sent back to back on one connection, replies read only when the sender must wait:
-    3 000 replies, one per seq, none dropped."""
+    """3 000 COMMANDs sent back to back on one connection by a slow reader that reads replies only when it
+    must wait (its send pipe is full, or it has as many requests unanswered as the server's per-connection
+    backlog holds, the window protocol.md promises): 3 000 replies, one per seq, none dropped.
+
+    Without the window the outcome would depend on the kernel's TCP buffers, not on the server: a client that
+    sends until its own pipe is full can have over a thousand replies unread, and beyond the backlog the
+    server drops (and counts) them by design."""
     obs, cmd = endpoints("tcp")
     server = make_server(profile, zmq_context, obs, cmd, watchdog_s=3600.0, max_command_age_s=5.0)
     d = zmq_context.socket(zmq.DEALER)
     d.linger = 0
     d.rcvhwm = 10  # a slow reader: replies pile up at the server
+    d.rcvbuf = 2048  # and a small kernel buffer, so they pile up in its per-connection backlog, not in TCP
     d.connect(cmd)
     try:
         d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("pipeline")))
@@ -392,6 +399,10 @@ def test_pipelined_requests_each_get_exactly_one_reply(profile, zmq_context):
         targets = np.asarray(profile.default_pos_rad, dtype=np.float32)
         deadline = time.monotonic() + 30.0
         while seq <= n and time.monotonic() < deadline:
+            if (seq - 1) - sum(replies.values()) >= MAX_BACKLOG_PER_PEER:  # the window is full: must wait
+                if d.poll(1000):
+                    replies[decode(d.recv_multipart()).header.seq] += 1
+                continue
             try:
                 d.send_multipart(encode(Kind.COMMAND, session_id=server.session_id, seq=seq + 1, stamp_ns=clock.now_ns(), payload=targets), zmq.NOBLOCK)
                 seq += 1
