@@ -263,6 +263,26 @@ def test_priv_explicit_velocity_or_zeros():
     np.testing.assert_array_equal(teacher_obs(make_state())[185:194], 0.0)  # NaN velocity -> zeros
 
 
+def test_fast_and_slow_telemetry_paths_agree():
+    """build() checks the state, last action and velocity with one reduction and falls back to per-field
+    checks; both paths must give the same observation, and the fallback must still name the bad field."""
+    v = np.array([0.5, -0.2, 0.1])
+    fast = teacher_obs(make_state(base_lin_vel_body_m_s=v))
+    as_lists = make_state(base_lin_vel_body_m_s=list(v))  # no ndarray shapes: the per-field path
+    as_lists.joint_pos_rad = list(as_lists.joint_pos_rad)
+    np.testing.assert_array_equal(teacher_obs(as_lists), fast)
+    # one unknown component is "unknown": zeros, the rest of the observation as with a finite velocity
+    partial = teacher_obs(make_state(base_lin_vel_body_m_s=np.array([0.5, np.nan, 0.1])))
+    np.testing.assert_array_equal(partial[185:194], 0.0)
+    np.testing.assert_array_equal(partial[:185], fast[:185])
+    b = ObservationBuilder(PROFILE, kind="teacher")
+    with pytest.raises(ValueError, match="last_action_policy has non-finite entries at \\[3\\]"):
+        bad = ZERO_ACTION.copy()
+        bad[3] = np.nan
+        b.build(make_state(), nav(), last_action_policy=bad, height_scan=scan())  # velocity NaN too (make_state)
+    assert b.global_step == -1
+
+
 def test_obs_clip_100_covers_history():
     b = ObservationBuilder(PROFILE, kind="teacher")
     big = np.full(12, 150.0)

@@ -202,6 +202,7 @@ class ObservationBuilder:
         self._held_delta_yaws_rad = np.zeros(2, dtype=_F32)
         self._held_scan = np.zeros(L.NUM_SCAN, dtype=_F32)
         self._latest_scan_m: Optional[np.ndarray] = None
+        self._scan_seen: Optional[HeightScan] = None  # the HeightScan behind _latest_scan_m
         self._latest_depth: Optional[_LatestDepth] = None
         self._depth_buffer: Optional[np.ndarray] = None  # (DEPTH_BUFFER_LEN, 58, 87)
         self._depth_buffer_stamps_ns: list[int] = []
@@ -213,6 +214,8 @@ class ObservationBuilder:
         self._next_episode_step = 0
         self._episode_step = -1
         self._history = np.zeros((L.HISTORY_LENGTH, L.NUM_PROPRIO), dtype=_F32)
+        h = self._history  # views made once: build() shifts and appends through them
+        self._history_flat, self._history_older, self._history_newer, self._history_last = h.reshape(-1), h[:-1], h[1:], h[-1]
         self._prev_contact: Optional[np.ndarray] = None
         self._depth_needs_fill = self.kind == "student"
 
@@ -268,8 +271,8 @@ class ObservationBuilder:
         refresh = counter % L.REFRESH_PERIOD_STEPS == 0
         episode_step = self._next_episode_step
         # Validate everything before touching any state, so a refused build changes nothing.
-        telemetry = self._telemetry(state)  # (35,) float64: q, qd, quat, gyro, foot forces (robot order)
-        last_action = self._vector(last_action_policy, L.NUM_JOINTS, "last_action_policy")
+        # (47 + 3,) float64: q, qd, quat, gyro, foot forces (robot order), last action (policy order), velocity
+        telemetry = self._telemetry(state, last_action_policy)
         roll, pitch = _roll_pitch(*_unit_quat(telemetry[self._quat]))
         speed = float(navigation.forward_speed_m_s)
         if not math.isfinite(speed):
@@ -277,11 +280,9 @@ class ObservationBuilder:
         if self._speed_range is not None and not self._speed_range[0] <= speed <= self._speed_range[1]:
             speed = self._out_of_range_speed(speed)
         delta_yaws = self._delta_yaws(navigation) if refresh else None
-        if height_scan is not None:
-            h = np.asarray(height_scan.base_height_above_hit_m, dtype=np.float64)
-            if np.isnan(h).any():  # a NaN ray is a miss, as in training: -inf, so the scan term reads -1
-                h = np.where(np.isnan(h), -np.inf, h)
-            self._latest_scan_m = self._vector(h, L.NUM_SCAN, "HeightScan.base_height_above_hit_m", allow_neg_inf=True)
+        if height_scan is not None and height_scan is not self._scan_seen:
+            self._latest_scan_m = self._receive_scan(height_scan)
+            self._scan_seen = height_scan  # telemetry samples are immutable: the same object needs no second check
         if depth is not None and self._depth is not None:
             self._latest_depth = self._receive_depth(depth)
 
@@ -300,10 +301,11 @@ class ObservationBuilder:
         # ---- head = proprio, scan, priv_explicit (0:194): every term from one source vector by one
         # precomputed gather, then (x - offset) * scale in float32 as training (cast, then scale)
         flat = bool(navigation.terrain_is_flat)
-        src = np.concatenate((telemetry, last_action, (roll, pitch, speed, float(flat), float(not flat), 0.0),
-                              self._held_delta_yaws_rad, self._contacts(telemetry[self._feet]),
-                              self._priv_velocity(state.base_lin_vel_body_m_s), self._held_scan))
-        head = (src.astype(_F32)[self._head_src] - self._head_offset) * self._head_scale
+        src = np.concatenate((telemetry, (roll, pitch, speed, float(flat), float(not flat), 0.0),
+                              self._contacts(telemetry[self._feet]), self._held_delta_yaws_rad, self._held_scan))
+        head = src[self._head_src].astype(_F32)
+        head -= self._head_offset
+        head *= self._head_scale
         # clip(-100, 100), as training clips the whole vector: history entries are stored clipped (clip
         # commutes with storing) and priv_latent is 0, so the head is all that needs it; minimum/maximum
         # equal np.clip on finite values (all are) without its wrapper's cost
@@ -311,17 +313,15 @@ class ObservationBuilder:
         np.maximum(head, _F32(-L.OBS_CLIP), out=head)
         # obs[PRIV_LATENT] stays zero: unused by the history-encoder path (module docstring); the
         # history is as it was BEFORE this step (spec §1.4)
-        obs = np.concatenate((head, self._zero_priv_latent, self._history.reshape(-1)))
-        proprio = head[L.PROPRIO]
+        obs = np.concatenate((head, self._zero_priv_latent, self._history_flat))
 
-        # ---- then update the history: fill at episode steps 0 and 1, shift afterwards; delta yaws masked
+        # ---- then update the history: fill at episode steps 0 and 1, shift afterwards. The delta-yaw
+        # slots are never written (copyto's mask), so they stay the zeros training stores there
         if episode_step <= 1:
-            self._history[:] = proprio
-            self._history[:, L.DELTA_YAWS] = 0.0
+            np.copyto(self._history, head[L.PROPRIO], where=self._history_mask)
         else:
-            self._history[:-1] = self._history[1:]
-            self._history[-1] = proprio
-            self._history[-1, L.DELTA_YAWS] = 0.0
+            self._history_older[...] = self._history_newer
+            np.copyto(self._history_last, head[L.PROPRIO], where=self._history_mask)
 
         self._global_step = counter
         self._episode_step = episode_step
@@ -359,18 +359,18 @@ class ObservationBuilder:
         return np.clip(h - _F32(L.SCAN_HEIGHT_OFFSET_M), -_F32(L.SCAN_CLIP), _F32(L.SCAN_CLIP))
 
     def _contacts(self, force_policy_n: np.ndarray) -> np.ndarray:
-        """float(|F| > threshold now OR at the previous control step) - 0.5, feet FL, FR, RL, RR (policy order)."""
+        """|F| > threshold now OR at the previous control step, feet FL, FR, RL, RR (policy order); the
+        gather's offset and scale make CONTACT_OFF / CONTACT_ON of it."""
         now = force_policy_n > self._contact_threshold_n
         contact = now if self._prev_contact is None else (now | self._prev_contact)
         self._prev_contact = now
-        return self._contact_values[contact.view(np.int8)]  # [OFF, ON][contact]
+        return contact
 
-    def _priv_velocity(self, lin_vel_body_m_s: np.ndarray) -> np.ndarray:
-        """The body velocity behind priv_explicit[0:3] (scaled x2 in the gather) when finite, else zeros."""
-        v = np.asarray(lin_vel_body_m_s, dtype=_F32)
-        if v.shape == (3,) and (math.isfinite(_SUM(v)) or np.all(np.isfinite(v))):
-            return v
-        return self._zero_velocity
+    def _receive_scan(self, height_scan: HeightScan) -> np.ndarray:
+        h = np.asarray(height_scan.base_height_above_hit_m, dtype=np.float64)
+        if np.isnan(h).any():  # a NaN ray is a miss, as in training: -inf, so the scan term reads -1
+            h = np.where(np.isnan(h), -np.inf, h)
+        return self._vector(h, L.NUM_SCAN, "HeightScan.base_height_above_hit_m", allow_neg_inf=True)
 
     # ------------------------------------------------------------------------------- depth
     def _receive_depth(self, frame: DepthFrame) -> _LatestDepth:
@@ -397,11 +397,11 @@ class ObservationBuilder:
     def _telemetry_layout(self, profile: RobotProfile) -> None:
         """Precomputed gathers, so ``build`` costs a few numpy calls instead of dozens per control step.
 
-        ``build`` concatenates the state's vectors (q, qd, quat, gyro, foot forces) once and checks
-        them with one reduction; then it concatenates every per-step input of the head (telemetry,
-        last action, roll, pitch, speed, flags, held yaws, contacts, velocity, held scan) into one
-        source vector, and one gather with per-slot offset and scale (policy order) makes the
-        proprio, scan and priv_explicit blocks.
+        ``build`` concatenates the state's vectors (q, qd, quat, gyro, foot forces), the last action and
+        the body velocity once and checks them with one reduction; then it concatenates every other
+        per-step input of the head (roll, pitch, speed, flags, held yaws, contacts, held scan) after
+        them into one source vector, and one gather with per-slot offset and scale (policy order) makes
+        the proprio, scan and priv_explicit blocks.
         """
         nj, nf = profile.num_joints, profile.num_feet
         self._fields = (("joint_pos_rad", nj), ("joint_vel_rad_s", nj), ("base_quat_wxyz", 4),
@@ -410,19 +410,20 @@ class ObservationBuilder:
         q0, qd0, quat0, gyro0, feet0 = (int(v) for v in start[:-1])
         self._quat = slice(quat0, quat0 + 4)
         self._feet = feet0 + self._policy_feet_from_robot
-        self._contact_values = np.array([L.CONTACT_OFF, L.CONTACT_ON], dtype=_F32)
-        self._shapes = tuple((n,) for _, n in self._fields)
-        self._zero_velocity = np.zeros(3, dtype=_F32)
+        # state fields, then last action (nj), then body velocity (3): the shapes build() expects
+        self._shapes = tuple((n,) for _, n in self._fields) + ((nj,), (3,))
         self._zero_priv_latent = np.zeros(L.NUM_PRIV_LATENT, dtype=_F32)
+        self._history_mask = np.ones(L.NUM_PROPRIO, dtype=bool)
+        self._history_mask[L.DELTA_YAWS] = False  # training stores the history with the delta yaws zeroed
 
         # the source vector build() concatenates, in this order, and where each head slot reads it
-        n_tel = int(start[-1])
-        last0 = n_tel
-        roll_i, pitch_i, speed_i, flat_i, not_flat_i, zero_i = range(last0 + nj, last0 + nj + 6)
-        yaw0 = zero_i + 1
-        contact0 = yaw0 + 2
-        vel0 = contact0 + nf
-        scan0 = vel0 + 3
+        last0 = int(start[-1])
+        vel0 = last0 + nj
+        self._velocity = slice(vel0, vel0 + 3)
+        roll_i, pitch_i, speed_i, flat_i, not_flat_i, zero_i = range(vel0 + 3, vel0 + 9)
+        contact0 = zero_i + 1
+        yaw0 = contact0 + nf
+        scan0 = yaw0 + 2
         head = L.PRIV_EXPLICIT.stop
         src = np.full(head, -1, dtype=np.int64)
         offset = np.zeros(head, dtype=_F32)
@@ -433,6 +434,10 @@ class ObservationBuilder:
             scale[sl] = k
             offset[sl] = off
 
+        # a contact enters the source as 0 or 1: (c - off) * k gives CONTACT_OFF and CONTACT_ON exactly
+        contact_k = _F32(L.CONTACT_ON) - _F32(L.CONTACT_OFF)
+        contact_off = -_F32(L.CONTACT_OFF) / contact_k
+        assert ((_F32(0) - contact_off) * contact_k, (_F32(1) - contact_off) * contact_k) == (L.CONTACT_OFF, L.CONTACT_ON)
         put(L.BASE_ANG_VEL, np.arange(gyro0, gyro0 + 3), L.ANG_VEL_SCALE)
         put(L.ROLL, roll_i)
         put(L.PITCH, pitch_i)
@@ -443,27 +448,41 @@ class ObservationBuilder:
         put(L.JOINT_POS, q0 + self._policy_from_robot, L.JOINT_POS_SCALE, self._default_pos_policy_rad)
         put(L.JOINT_VEL, qd0 + self._policy_from_robot, L.JOINT_VEL_SCALE)
         put(L.LAST_ACTION, np.arange(last0, last0 + nj))
-        put(L.FOOT_CONTACT, np.arange(contact0, contact0 + nf))
+        put(L.FOOT_CONTACT, np.arange(contact0, contact0 + nf), contact_k, contact_off)
         put(L.SCAN, np.arange(scan0, scan0 + L.NUM_SCAN))
         put(L.PRIV_BASE_LIN_VEL, np.arange(vel0, vel0 + 3), L.BASE_LIN_VEL_SCALE)
         src[src < 0] = zero_i  # the constant-zero slots (5, 8:10, the rest of priv_explicit)
         # (x - 0) * 1 is x exactly, so the terms without offset or scale pass through unchanged
         self._head_src, self._head_offset, self._head_scale = src, offset, scale
 
-    def _telemetry(self, state: RobotState) -> np.ndarray:
-        """The state's vectors as one float64 array; ValueError naming the field when one is malformed."""
+    def _telemetry(self, state: RobotState, last_action_policy: np.ndarray) -> np.ndarray:
+        """The state's vectors, the last action and the body velocity as one float64 array; ValueError
+        naming the field when one is malformed. A body velocity that is not three finite numbers (NaN:
+        "unknown") becomes zeros, priv_explicit's documented fallback."""
         parts = (state.joint_pos_rad, state.joint_vel_rad_s, state.base_quat_wxyz, state.base_ang_vel_body_rad_s,
-                 state.foot_force_n)  # the order of self._fields
-        try:
-            if tuple(np.shape(p) for p in parts) == self._shapes:
+                 state.foot_force_n, last_action_policy, state.base_lin_vel_body_m_s)  # the order of self._shapes
+        try:  # fast path, every control step: ndarrays of the right shapes, all finite (one reduction)
+            if (parts[0].shape, parts[1].shape, parts[2].shape, parts[3].shape, parts[4].shape, parts[5].shape,
+                    parts[6].shape) == self._shapes:
                 buf = np.concatenate(parts, dtype=np.float64)
                 if math.isfinite(_SUM(buf)):
                     return buf
-        except (TypeError, ValueError):
+                if math.isfinite(_SUM(buf[:self._velocity.start])):  # a robot: velocity unknown (NaN)
+                    buf[self._velocity] = 0.0
+                    return buf
+        except (AttributeError, TypeError, ValueError):
             pass
-        for p, (name, n) in zip(parts, self._fields):  # slow path: the precise message
+        # slow path: the precise message, in field order; an unknown velocity becomes zeros
+        for p, (name, n) in zip(parts, self._fields):
             self._vector(p, n, f"RobotState.{name}")
-        return np.concatenate(parts, dtype=np.float64)  # finite values whose sum overflowed
+        self._vector(last_action_policy, L.NUM_JOINTS, "last_action_policy")
+        try:
+            v = np.asarray(parts[6], dtype=np.float64)
+        except (TypeError, ValueError):
+            v = np.zeros(3)
+        if v.shape != (3,) or not np.all(np.isfinite(v)):
+            v = np.zeros(3)
+        return np.concatenate(parts[:6] + (v,), dtype=np.float64)  # finite values (a sum may have overflowed)
 
     @staticmethod
     def _vector(value: np.ndarray, n: int, what: str, *, allow_neg_inf: bool = False) -> np.ndarray:
