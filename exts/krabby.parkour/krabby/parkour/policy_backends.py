@@ -53,7 +53,8 @@ class TorchBackend:
 
     def to_native(self, x: Any) -> Any:
         if isinstance(x, np.ndarray):
-            return self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+            t = self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            return t if self.device.type == "cpu" else t.to(self.device)
         return x.to(device=self.device, dtype=self.torch.float32)
 
     def estimate(self, obs: Any) -> Any:
