@@ -168,7 +168,7 @@ class ParkourPolicy:
     def _like(self, y: Any, reference: Any) -> Any:
         """Return ``y`` as the same array type as ``reference`` (numpy, or torch on its device)."""
         if isinstance(reference, np.ndarray):
-            return y if isinstance(y, np.ndarray) else (y.numpy() if y.device.type == "cpu" else y.cpu().numpy())
+            return y if isinstance(y, np.ndarray) else self._impl.to_numpy(y)
         import torch
 
         if isinstance(y, np.ndarray):

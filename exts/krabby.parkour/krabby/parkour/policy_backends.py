@@ -35,6 +35,7 @@ class TorchBackend:
             torch.empty(0, device=self.device)
         except (RuntimeError, AssertionError) as exc:
             raise PolicyLoadError(f"device {device!r} is not usable by torch ({first_line(exc)})") from None
+        self._on_cpu = self.device.type == "cpu"  # the per-call paths skip device moves there
         actor = networks.Actor()
         actor.load_state_dict(weights.actor, strict=True)
         self.actor_hist = networks.ActorStep(actor, hist_encoding=True).to(self.device).eval()
@@ -53,9 +54,14 @@ class TorchBackend:
 
     def to_native(self, x: Any) -> Any:
         if isinstance(x, np.ndarray):
-            t = self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            return t if self.device.type == "cpu" else t.to(self.device)
+            if x.dtype != np.float32 or not x.flags.c_contiguous:  # the loop's arrays already are
+                x = np.ascontiguousarray(x, dtype=np.float32)
+            t = self.torch.from_numpy(x)
+            return t if self._on_cpu else t.to(self.device)
         return x.to(device=self.device, dtype=self.torch.float32)
+
+    def to_numpy(self, y: Any) -> np.ndarray:
+        return y.numpy() if self._on_cpu else y.cpu().numpy()
 
     def estimate(self, obs: Any) -> Any:
         with self.torch.inference_mode():
