@@ -32,7 +32,7 @@ SHARED = {
     "--checkpoint": None, "--device": None, "--control-rate": None, "--action-dim": RUNNERS, "--obs-dim": RUNNERS,
     "--robot": RUNNERS, "--observation-bind": RUNNERS, "--command-bind": RUNNERS, "--deploy": None, "--insecure-tcp": RUNNERS,
     "--live-view": None, "--live-view-host": None, "--live-view-port": None, "--config": None,
-    "--server-only": RUNNERS, "--speed": {"sim2sim", "isaac", "client"}, "--backend": {"sim2sim", "client"},
+    "--server-only": RUNNERS, "--speed": {"sim2sim", "isaac", "client"}, "--backend": {"sim2sim", "jetson", "client"},
     "--record": {"sim2sim", "jetson", "client"}, "--duration": {"sim2sim", "client"}, "--quiet": {"sim2sim", "client"},
     "--key-dir": {"sim2sim", "isaac", "client"}, "--allow-dir": {"sim2sim", "isaac"},
     "--server-key": {"sim2sim", "isaac", "client"}, "--client-key": {"sim2sim", "isaac", "client"},
@@ -84,6 +84,23 @@ def test_shared_concepts_have_one_spelling(parsers):
         for name, (parser, _, _) in parsers.items():
             if where is None or name in where:
                 assert flag in _long_options(parser), f"{name} has no {flag}"
+
+
+def test_backend_defaults_to_the_checkpoints_own_runtime(parsers, tmp_path):
+    """No --backend: every runner (and krabby-eval) runs an ONNX export on onnxruntime and anything else on torch."""
+    from krabby.parkour.evaluate.cli import build_parser as eval_parser
+    from krabby.parkour.policy_formats import ONNX_MANIFEST, default_backend
+
+    for name, (parser, _, base) in parsers.items():
+        if "--backend" in _long_options(parser):
+            assert parser.parse_args(base).backend is None, name
+    assert eval_parser().parse_args([]).backend is None
+    onnx = tmp_path / "onnx"
+    onnx.mkdir()
+    (onnx / ONNX_MANIFEST).write_text("{}")
+    assert default_backend(onnx) == "onnx"
+    assert default_backend(REPO / "policies" / "go2_demo_teacher" / "model_13.pt") == "torch"
+    assert default_backend(tmp_path / "missing.pt") == "torch"  # the loader then says what is missing
 
 
 def test_canonical_names_are_dashed_and_every_underscore_spelling_is_an_alias(parsers):

@@ -163,3 +163,17 @@ def test_clear_errors(tmp_path, capsys):
     assert "unknown terrain" in capsys.readouterr().err
     assert main(["a.pt", "b.pt", "--backend", "torch,onnx", "--out", str(tmp_path / "o")]) == 2
     assert "give one, or two to compare" in capsys.readouterr().err
+
+
+def test_an_onnx_export_runs_on_onnxruntime_without_backend_flag(tmp_path):
+    """Like every other runner, krabby-eval picks onnx for an ONNX export (before: torch, which refuses it)."""
+    pytest.importorskip("onnxruntime")
+    from krabby.parkour.onnx_export import export_onnx
+    from krabby.parkour.sim2sim import default_checkpoint
+
+    export_onnx(default_checkpoint(), tmp_path / "onnx", verify=False)
+    out = tmp_path / "o"
+    assert main([str(tmp_path / "onnx"), "--terrains", "flat", "--seeds", "1", "--perturb", "nominal", "--duration", "1",
+                 "--workers", "1", "--quiet", "--out", str(out)]) == 0
+    data = json.loads((out / "episodes.json").read_text())
+    assert data["meta"]["backend"] == "onnx" and {e["backend"] for e in data["episodes"]} == {"onnx"}

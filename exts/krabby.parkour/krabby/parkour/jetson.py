@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--server-only", action="store_true",
                     help="no built-in policy: serve the HAL to a policy on another machine (the same as omitting --checkpoint)")
     ap.add_argument("--device", default="cpu", help="torch device for the policy: cpu, cuda (default cpu)")
-    ap.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference runtime (default torch)")
+    ap.add_argument("--backend", choices=("torch", "onnx"), default=None,
+                    help="inference runtime (default: onnx for an ONNX export, else torch)")
     ap.add_argument("--observation-bind", "--observation_bind", dest="observation_bind", default=None,
                     help="HAL telemetry endpoint (default: the deployment's, inproc)")
     ap.add_argument("--command-bind", "--command_bind", dest="command_bind", default=None,
@@ -131,9 +132,10 @@ class Runner:
 
     def _load_policy(self) -> Any:
         from . import load_policy
+        from .policy_formats import default_backend
 
         a, st = self.args, self.stack
-        policy = load_policy(a.checkpoint, device=a.device, backend=a.backend)
+        policy = load_policy(a.checkpoint, device=a.device, backend=a.backend or default_backend(a.checkpoint))
         why = policy_input_problem(policy.kind, policy.action_dim, st.profile.num_joints, st.provides())
         if why:
             raise ValueError(f"{a.checkpoint} cannot run here: {why}")
@@ -159,7 +161,7 @@ class Runner:
             self.stack.deploy.deployment.client_config(
                 observation_endpoint=_client_endpoint(srv.config.observation_bind),
                 command_endpoint=_client_endpoint(srv.config.command_bind), client_name="jetson-runner"),
-            model_weights=ModelWeights(a.checkpoint, action_dim=a.action_dim, obs_dim=a.obs_dim, backend=a.backend),
+            model_weights=ModelWeights(a.checkpoint, action_dim=a.action_dim, obs_dim=a.obs_dim, backend=policy.backend),
             control_rate=a.control_rate, device=a.device, transport_context=self.context, options=options, policy=policy)
         self.client.on_step_result = self.stack.supervisor.policy_step_result
         self.client.initialize()

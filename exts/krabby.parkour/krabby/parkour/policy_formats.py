@@ -61,6 +61,15 @@ class _Resolved:
     path: Path  # the checkpoint file, or the export directory
 
 
+def default_backend(path: str | Path) -> Backend:
+    """The runtime a policy file runs on unless the user says otherwise: onnx for an ONNX export,
+    torch for everything else (also when ``path`` cannot be resolved: the loader then says why)."""
+    try:
+        return "onnx" if resolve_artifact(Path(path)).fmt == "onnx" else "torch"
+    except PolicyLoadError:
+        return "torch"
+
+
 def resolve_artifact(path: Path) -> _Resolved:
     """Classify ``path``; a directory holding exactly one policy artifact resolves to it."""
     if not path.exists():

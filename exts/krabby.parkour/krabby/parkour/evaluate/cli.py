@@ -28,6 +28,7 @@ from typing import Any, Optional
 from .grid import NOMINAL, Grid, PerturbationRanges, load_grid_toml, training_ranges
 from .report import compare_markdown, write_results
 from .runner import JOINT_LIMIT_MARGIN_RAD, RayUnavailableError, run_tasks
+from ..policy_formats import PolicyLoadError, default_backend
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="krabby-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("targets", nargs="*", metavar="CHECKPOINT_OR_RESULTS",
                     help="a checkpoint/export (default: the bundled demo policy), or a finished results folder; two compare")
-    ap.add_argument("--backend", default="torch", help="inference runtime: torch, onnx, or torch,onnx to compare both")
+    ap.add_argument("--backend", default=None,
+                    help="inference runtime: torch, onnx, or torch,onnx to compare both (default: onnx for an ONNX export, else torch)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--terrains", default="flat,hurdles,steps", help=f"comma list of {', '.join(TERRAINS)}")
     ap.add_argument("--difficulties", default=None, help="comma list in [0, 1] (default: each preset's default)")
@@ -132,7 +134,6 @@ def evaluate(checkpoint: str, backend: str, args: argparse.Namespace, out: Path)
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..policy import PolicyLoadError
 
     targets = args.targets
     if not targets:
@@ -143,13 +144,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             print("krabby-eval: no checkpoint given and no bundled policy found (policies/go2_demo_teacher)", file=sys.stderr)
             return 2
         targets = [str(ckpt)]
-    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    backends = [b.strip() for b in (args.backend or "").split(",") if b.strip()]
     candidates: list[tuple[str, Optional[str]]] = []  # (path, backend or None for a finished results folder)
     for t in targets:
         if (Path(t) / "table.csv").is_file():
             candidates.append((t, None))
         else:
-            candidates += [(t, b) for b in backends]
+            candidates += [(t, b) for b in backends or [default_backend(t)]]
     if len(candidates) > 2:
         print(f"krabby-eval: {len(candidates)} candidates; give one, or two to compare", file=sys.stderr)
         return 2
