@@ -307,6 +307,9 @@ def test_one_injected_huge_seq_cannot_freeze_the_client(profile, zmq_context):
 
 @pytest.mark.parametrize("override,why", [
     ({"joint_pos_rad": np.full(12, np.nan)}, "non_finite"),
+    ({"foot_force_n": np.array([1.0, np.inf, 1.0, 1.0])}, "non_finite"),
+    ({"base_lin_vel_body_m_s": np.array([0.1, np.nan, 0.0])}, "non_finite"),  # unknown is all three NaN, not one
+    ({"base_lin_vel_body_m_s": np.array([np.inf, 0.0, 0.0])}, "non_finite"),
     ({"base_quat_wxyz": np.array([0.5, 0.0, 0.0, 0.0])}, "quaternion"),
     ({"base_quat_wxyz": np.zeros(4)}, "quaternion"),
     ({"stamp_ns": clock.now_ns() + int(3600e9)}, "future_stamp"),
@@ -322,6 +325,18 @@ def test_client_refuses_invalid_telemetry_and_counts_it(profile, zmq_context, ov
         assert wait_until(lambda: t.client.stats[f"refused_{why}"] == 1, 1.0), t.client.stats
         assert t.client.latest(Kind.STATE) is good  # never handed out
         assert t.delivered(t.publish())  # and the next good one is
+    finally:
+        t.close()
+
+
+def test_client_accepts_unknown_velocity_and_large_finite_values(profile, zmq_context):
+    """The gate's one-reduction check must not refuse what is valid: an all-NaN velocity ("unknown") and
+    finite float32 values whose float32 sum would overflow."""
+    t = FakeTelemetry(profile, zmq_context)
+    try:
+        assert t.delivered(t.publish(base_lin_vel_body_m_s=np.full(3, np.nan)))
+        assert t.delivered(t.publish(joint_torque_nm=np.full(12, 3e38, np.float32)))
+        assert not any(k.startswith("refused_") for k in t.client.stats), t.client.stats
     finally:
         t.close()
 

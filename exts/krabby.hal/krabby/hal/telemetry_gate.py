@@ -17,6 +17,7 @@ The client hands telemetry to a policy that moves a robot, so a sample must be p
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -73,21 +74,18 @@ def stamp_problem(stamp_ns: int, server_now_ns: int) -> str | None:
     return None
 
 
+_STATE_FIELDS = ("joint_pos_rad", "joint_vel_rad_s", "joint_torque_nm", "base_quat_wxyz", "base_ang_vel_body_rad_s",
+                 "base_lin_acc_body_m_s2", "foot_force_n")  # all must be finite; base_lin_vel_body_m_s may be NaN
+_SUM = np.add.reduce
+
+
 def value_problem(kind: Kind, value: Any, expected_shape: Any = None) -> str | None:
     if kind == Kind.STATE:
         assert isinstance(value, RobotState)
-        for name in ("joint_pos_rad", "joint_vel_rad_s", "joint_torque_nm", "base_quat_wxyz", "base_ang_vel_body_rad_s",
-                     "base_lin_acc_body_m_s2", "foot_force_n"):
-            if not np.all(np.isfinite(getattr(value, name))):
-                return "non_finite"
-        vel = value.base_lin_vel_body_m_s
-        if not (np.all(np.isfinite(vel)) or np.all(np.isnan(vel))):
-            return "non_finite"
-        if abs(float(np.linalg.norm(value.base_quat_wxyz.astype(np.float64))) - 1.0) > QUAT_NORM_TOL:
-            return "quaternion"
-    elif kind == Kind.NAVIGATION:
+        return _state_problem(value)
+    if kind == Kind.NAVIGATION:
         assert isinstance(value, NavigationCommand)
-        if not np.all(np.isfinite([value.forward_speed_m_s, value.delta_yaw_rad, value.delta_next_yaw_rad])):
+        if not all(math.isfinite(v) for v in (value.forward_speed_m_s, value.delta_yaw_rad, value.delta_next_yaw_rad)):
             return "non_finite"
     elif kind == Kind.DEPTH and expected_shape is not None:
         assert isinstance(value, DepthFrame)
@@ -97,4 +95,20 @@ def value_problem(kind: Kind, value: Any, expected_shape: Any = None) -> str | N
         assert isinstance(value, HeightScan)
         if value.base_height_above_hit_m.shape != (int(expected_shape),):
             return "shape"
+    return None
+
+
+def _state_problem(state: RobotState) -> str | None:
+    """One float64 reduction over the fields that must be finite (a sum is finite only if every entry
+    is), one over the velocity; the per-field checks run only when a sum is not finite. The sums are
+    float64 so finite float32 telemetry never overflows them."""
+    fields = [getattr(state, name) for name in _STATE_FIELDS]
+    if not math.isfinite(_SUM(np.concatenate(fields), dtype=np.float64)):
+        if not all(np.all(np.isfinite(f)) for f in fields):
+            return "non_finite"
+    vel = state.base_lin_vel_body_m_s
+    if not math.isfinite(_SUM(vel, dtype=np.float64)) and not (np.all(np.isfinite(vel)) or np.all(np.isnan(vel))):
+        return "non_finite"
+    if abs(math.hypot(*state.base_quat_wxyz.tolist()) - 1.0) > QUAT_NORM_TOL:
+        return "quaternion"
     return None
