@@ -102,6 +102,7 @@ class HalClient:
         self._rx_thread: threading.Thread | None = None
         self._session_thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._interrupted = False  # interrupt(): wait_new returns None at once until the next connect()
         self._rehandshake_wanted = threading.Event()
         self._session_changed = False
         self._warn = RateLimitedLog(log)
@@ -112,6 +113,7 @@ class HalClient:
     def connect(self) -> Welcome:
         """Handshake, then start receiving telemetry. Raises HandshakeError on timeout or refusal."""
         self._stop.clear()
+        self._interrupted = False
         welcome = self._handshake()
         if self._rx_thread is None:
             ready = threading.Event()
@@ -123,7 +125,15 @@ class HalClient:
             self._session_thread.start()
         return welcome
 
+    def interrupt(self) -> None:
+        """Wake every thread blocked in ``wait_new`` (it returns None) and keep it from blocking again:
+        a shutdown's first step, so a loop waiting for telemetry ends without waiting out its timeout."""
+        with self._lock:
+            self._interrupted = True
+            self._lock.notify_all()
+
     def close(self) -> None:
+        self.interrupt()
         self._stop.set()
         self._rehandshake_wanted.set()  # wakes the session thread
         for t in (self._rx_thread, self._session_thread):
@@ -343,10 +353,11 @@ class HalClient:
             return s
 
     def wait_new(self, kind: Kind, timeout_s: float) -> Sample | None:
-        """Block until a sample newer than the last one taken arrives; returns it (taken) or None."""
+        """Block until a sample newer than the last one taken arrives; returns it (taken), or None on
+        timeout or after ``interrupt()``."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            while True:
+            while not self._interrupted:
                 s = self._latest.get(kind)
                 if s is not None and self._taken.get(kind) is not s:
                     self._taken[kind] = s
@@ -354,6 +365,7 @@ class HalClient:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._lock.wait(remaining):
                     return None
+            return None
 
     def state(self) -> RobotState | None:
         s = self.latest(Kind.STATE)

@@ -113,6 +113,11 @@ class TelemetryPublisher:
 
     def close(self) -> None:
         self._stop.set()
+        if self._push is not None:
+            try:
+                self._push.send(b"", zmq.NOBLOCK)  # wake the thread now instead of at its next poll timeout
+            except zmq.Again:
+                pass  # a ring is already pending
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None

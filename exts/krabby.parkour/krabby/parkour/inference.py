@@ -216,6 +216,8 @@ class ParkourInferenceClient:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.hal is not None:
+            self.hal.interrupt()  # the loop may be waiting for a state: end that wait now
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
         self._thread = None
