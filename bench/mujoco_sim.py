@@ -3,7 +3,7 @@
 Runs the backend's control loop (read, apply, step_control) with the robot holding its default
 pose, for each sensor combination, and prints the speed and each part's share of the full loop's
 wall time. Parts: physics (4 physics steps with the training PD in Python), the read() of joint
-and IMU state plus navigation, the height scan (one mj_multiRay of 132 rays per control step) and
+and IMU state plus navigation, the height scan (one mj_multiRay of 132 rays per scan, at the profile's 10 Hz) and
 the depth camera (one mj_multiRay of 6,360 rays every 5 control steps).
 
 Then it runs the whole sim-to-sim loop (HAL server, inference client and the bundled policy,

@@ -3,6 +3,7 @@ seeded terrain and training's goal headings."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -277,6 +278,42 @@ def test_depth_sees_terrain_only_and_refreshes_at_camera_rate(profile):
     every = int(round(profile.control_rate_hz / profile.camera.update_rate_hz))
     assert every == 5
     assert len(set(ids[0:5])) == 1 and len(set(ids[5:10])) == 1 and ids[0] != ids[5] != ids[10]
+
+
+def test_height_scan_refreshes_on_the_policys_refresh_steps(profile):
+    """Training reads the scan term only when the step counter is a multiple of 5 (spec §1.2); the backend
+    scans at the profile's 10 Hz, at the first read of each period, i.e. exactly on those steps."""
+    b = make_backend(profile, terrain="hurdles")
+    scans = []
+    for _ in range(11):
+        scans.append(b.read().height_scan)
+        b.step_control()
+    assert profile.height_scan.update_rate_hz == 10.0
+    ids = [id(s) for s in scans]
+    assert len(set(ids[0:5])) == 1 and len(set(ids[5:10])) == 1 and ids[0] != ids[5] != ids[10]
+    b.reset()  # a new episode scans at its first read, wherever the period stands
+    assert b.read().height_scan is not scans[-1]
+    every_step = make_backend(dataclasses.replace(profile, height_scan=dataclasses.replace(profile.height_scan, update_rate_hz=None)))
+    held = []
+    for _ in range(3):
+        held.append(every_step.read().height_scan)  # kept, so no id is reused
+        every_step.step_control()
+    assert len({id(s) for s in held}) == 3  # a profile without a scan rate: every control step, as before
+
+
+def test_dc_motor_clip_is_the_training_formula(profile):
+    """dc_motor_clip_nm / dc_motor_limits_nm against the spec's formula written out with np.clip."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        vel = rng.uniform(-40, 40, profile.num_joints)
+        tau = rng.uniform(-60, 60, profile.num_joints)
+        v = vel / profile.velocity_limit_rad_s
+        tau_max = np.clip(profile.saturation_effort_nm * (1.0 - v), 0.0, profile.effort_limit_nm)
+        tau_min = np.clip(profile.saturation_effort_nm * (-1.0 - v), -profile.effort_limit_nm, 0.0)
+        np.testing.assert_array_equal(profile.dc_motor_clip_nm(tau, vel), np.clip(tau, tau_min, tau_max))
+        lo, hi = profile.dc_motor_limits_nm(vel)
+        np.testing.assert_array_equal(lo, tau_min)
+        np.testing.assert_array_equal(hi, tau_max)
 
 
 # ------------------------------------------------------------------------------------ navigation

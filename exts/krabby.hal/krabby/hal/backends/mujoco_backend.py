@@ -52,6 +52,7 @@ from ..clock import now_ns
 from ..robot_profile import RobotProfile, load_robot_profile
 from ..sim.go2_model import clamp_joint_velocity, write_mjcf
 from ..sim.perturbation import SimPerturbation, apply_to_model
+from ..sim.sensors import roll_pitch_yaw_from_quat_wxyz
 from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame
 
 
@@ -184,6 +185,8 @@ class MujocoBackend(HalBackend):
         self._camera = DepthCamera(m, prof.camera, depth_range) if cfg.enable_depth else None
         rate = cfg.depth_rate_hz if cfg.depth_rate_hz is not None else prof.camera.update_rate_hz
         self._depth_every = max(1, int(round(prof.control_rate_hz / rate)))
+        scan_rate = prof.height_scan.update_rate_hz or prof.control_rate_hz
+        self._scan_every = max(1, int(round(prof.control_rate_hz / scan_rate)))
         self._goals = GoalTracker(
             self._course.goals_xy_m, cfg.goal_reach_radius_m, int(round(cfg.goal_reach_delay_s / prof.control_dt_s))
         )
@@ -231,7 +234,7 @@ class MujocoBackend(HalBackend):
         self._depth: Optional[DepthFrame] = None
         self._depth_period = -1
         self._scan: Optional[HeightScan] = None
-        self._scan_step = -1
+        self._scan_period = -1
         self._goals.reset(self.base_pos_w_m[:2])
 
     # ------------------------------------------------------------------------------ commands
@@ -308,7 +311,8 @@ class MujocoBackend(HalBackend):
         stamp = now_ns()
         quat = d.qpos[self._base_q + 3 : self._base_q + 7].copy()
         rot = self.rot_w_from_base
-        f = [np.linalg.norm(d.sensordata[s]) for s in self._foot_force]
+        sens = d.sensordata
+        f = [math.sqrt(sens[s].dot(sens[s])) for s in self._foot_force]  # = np.linalg.norm, without its wrapper
         state = RobotState(
             stamp_ns=stamp,
             joint_pos_rad=d.qpos[self._qadr].copy(),
@@ -322,10 +326,13 @@ class MujocoBackend(HalBackend):
         )
         frame = SensorFrame(state=state, navigation=self._navigation(stamp))
         if self._scanner is not None:
-            if self._scan_step != self._control_steps:
+            # like the camera: one scan per refresh period (global control steps 0-4, 5-9, ... at the
+            # profile's 10 Hz), at its first read, which is the step the policy's scan term refreshes on
+            period = self._global_steps // self._scan_every
+            if period != self._scan_period:
                 h = self._scanner.scan(d, self.base_pos_w_m, self.roll_pitch_yaw_rad[2])
                 self._scan = HeightScan(stamp, h)
-                self._scan_step = self._control_steps
+                self._scan_period = period
             frame.height_scan = self._scan
         if self._camera is not None:
             # one capture per depth period (global control steps 0-4, 5-9, ... at 10 Hz), at its first
@@ -413,8 +420,6 @@ class MujocoBackend(HalBackend):
 
     @property
     def roll_pitch_yaw_rad(self) -> tuple[float, float, float]:
-        from ..sim.sensors import roll_pitch_yaw_from_quat_wxyz
-
         return roll_pitch_yaw_from_quat_wxyz(self.data.qpos[self._base_q + 3 : self._base_q + 7])
 
     @property
@@ -454,7 +459,7 @@ class MujocoBackend(HalBackend):
         d.qvel[:] = 0.0
         self._mujoco.mj_forward(self.model, d)
         self._pos_stage_current = True
-        self._scan_step = self._depth_period = -1
+        self._scan_period = self._depth_period = -1
 
     # ------------------------------------------------------------------------------ video
 

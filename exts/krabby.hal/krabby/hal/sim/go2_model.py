@@ -347,8 +347,8 @@ def clamp_joint_velocity(model, data, qadr: np.ndarray, dadr: np.ndarray, max_ve
     inside its solver, and redo that step's position update with the clamped velocity (semi-implicit
     Euler moved q by dt * v)."""
     v = data.qvel[dadr]
-    if np.any(np.abs(v) > max_vel):
-        clamped = np.clip(v, -max_vel, max_vel)
+    if (np.abs(v) > max_vel).any():  # 4 times per control step: the method, not np.any's wrapper
+        clamped = np.minimum(np.maximum(v, -max_vel), max_vel)  # = np.clip
         data.qpos[qadr] -= model.opt.timestep * (v - clamped)
         data.qvel[dadr] = clamped
 

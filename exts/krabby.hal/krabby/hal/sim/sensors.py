@@ -33,13 +33,13 @@ def _terrain_only_geomgroup() -> np.ndarray:
 
 def yaw_from_quat_wxyz(q: np.ndarray) -> float:
     """Yaw as Isaac Lab's euler_xyz_from_quat computes it, in (-pi, pi]."""
-    w, x, y, z = (float(v) for v in q)
+    w, x, y, z = np.asarray(q, dtype=np.float64).tolist()
     return wrap_to_pi(math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)))
 
 
 def roll_pitch_yaw_from_quat_wxyz(q: np.ndarray) -> tuple[float, float, float]:
     """Isaac Lab euler_xyz_from_quat (spec §1.1) followed by wrap_to_pi on every angle."""
-    w, x, y, z = (float(v) for v in q)
+    w, x, y, z = np.asarray(q, dtype=np.float64).tolist()
     roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
     s = 2.0 * (w * y - z * x)
     pitch = math.copysign(math.pi / 2.0, s) if abs(s) >= 1.0 else math.asin(s)
@@ -180,14 +180,15 @@ class GoalTracker:
         if self.reach_timer > self.reach_steps:
             self.goal_index += 1
             self.reach_timer = 0
-        if np.linalg.norm(xy - self.goal_xy_m()) < self.reach_radius_m:
+        rel = xy - self.goal_xy_m()
+        if math.sqrt(rel.dot(rel)) < self.reach_radius_m:  # = np.linalg.norm, without its wrapper
             self.reach_timer += 1
         self._targets(xy)
 
     def _targets(self, xy: np.ndarray) -> None:
         def yaw_to(goal: np.ndarray) -> float:
             rel = goal - xy
-            unit = rel / (np.linalg.norm(rel) + 1e-5)  # as training: no special case at the goal
+            unit = rel / (math.sqrt(rel.dot(rel)) + 1e-5)  # as training: no special case at the goal (= np.linalg.norm)
             return math.atan2(unit[1], unit[0])
 
         self.target_yaw_rad = yaw_to(self.goal_xy_m(0))

@@ -113,6 +113,11 @@ class Course:
         if self.x_end_m is not None and self.x_end_m > goals[-1, 0]:
             points.append(np.array([[self.x_end_m, goals[-1, 1]]]))
         object.__setattr__(self, "_polyline_xy", np.vstack(points))
+        # progress_m runs every control step: its per-segment constants are computed once
+        a = self._polyline_xy[:-1]
+        ab = self._polyline_xy[1:] - a
+        seg_len = np.linalg.norm(ab, axis=1)
+        object.__setattr__(self, "_segments", (a, ab, seg_len, np.maximum(seg_len**2, 1e-12)))
 
     @property
     def preset(self) -> str:
@@ -138,10 +143,8 @@ class Course:
     def progress_m(self, xy_m: np.ndarray) -> float:
         """Distance along the centreline of the point on it closest to xy (how far the robot got)."""
         p = np.asarray(xy_m, dtype=np.float64)[:2]
-        a, b = self._polyline_xy[:-1], self._polyline_xy[1:]
-        ab = b - a
-        seg_len = np.linalg.norm(ab, axis=1)
-        t = np.clip(np.einsum("ij,ij->i", p - a, ab) / np.maximum(seg_len**2, 1e-12), 0.0, 1.0)
+        a, ab, seg_len, seg_len_sq = self._segments  # type: ignore[attr-defined]
+        t = np.minimum(np.maximum(np.einsum("ij,ij->i", p - a, ab) / seg_len_sq, 0.0), 1.0)  # = np.clip
         closest = a + t[:, None] * ab
         i = int(np.argmin(np.linalg.norm(closest - p, axis=1)))
         return float(seg_len[:i].sum() + t[i] * seg_len[i])

@@ -33,8 +33,7 @@ class EpisodeMetrics(EpisodeHooks):
         self.dt_s = prof.control_dt_s
         self.speed_cmd = float(backend.config.forward_speed_m_s)
         self.lo_rad, self.hi_rad = prof.pos_min_rad + JOINT_LIMIT_MARGIN_RAD, prof.pos_max_rad - JOINT_LIMIT_MARGIN_RAD
-        self.clip = prof.dc_motor_clip_nm
-        self.big = np.full(prof.num_joints, 1e9)
+        self.limits = prof.dc_motor_limits_nm
         self.steps = self.torque_sat = self.joint_limit = 0
         self.abs_speed_err = 0.0
         self.time_to_goal_s: Optional[float] = None
@@ -42,7 +41,7 @@ class EpisodeMetrics(EpisodeHooks):
 
     def step(self, backend: Any, step: int, info: StepInfo) -> None:
         qd, tau = backend.joint_vel_rad_s, backend.applied_torque_nm
-        hi, lo = self.clip(self.big, qd), self.clip(-self.big, qd)
+        lo, hi = self.limits(qd)
         self.torque_sat += int(np.count_nonzero((tau >= hi - 1e-9) | (tau <= lo + 1e-9)))
         q = backend.joint_pos_rad
         self.joint_limit += int(np.count_nonzero((q <= self.lo_rad) | (q >= self.hi_rad)))
