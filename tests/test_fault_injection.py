@@ -7,7 +7,6 @@ cases (wrong key / no key never emit a target) are in test_security.py.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 import types
@@ -394,7 +393,7 @@ def test_forged_stamps_are_refused(profile, zmq_context, keys, shift_s, reason):
             s = client.wait_new(Kind.STATE, 0.02)
             if s is not None:
                 break
-        forged = dataclasses.replace(s, stamp_ns=clock.now_ns() + int(shift_s * 1e9))
+        forged = s._replace(stamp_ns=clock.now_ns() + int(shift_s * 1e9))
         assert client.send_command(profile.default_pos_rad, forged).reason == reason
         server.tick()
         assert server.supervisor.state == SafetyState.ARMED  # nothing applied but the default pose

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -55,9 +55,10 @@ class HalClientConfig:
     rehandshake_interval_s: float = 0.2  # at most one automatic re-handshake attempt this often
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One telemetry message as received: decoded value, capture stamp and receive time."""
+class Sample(NamedTuple):
+    """One telemetry message as received: decoded value, capture stamp and receive time.
+
+    A NamedTuple (immutable, cheap to make: one per telemetry message); compare samples with ``is``."""
 
     kind: Kind
     seq: int  # the server's control tick this message belongs to (protocol v2: shared by all kinds)

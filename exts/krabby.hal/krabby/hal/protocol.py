@@ -34,7 +34,8 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any, Sequence
+from functools import cached_property
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -107,6 +108,8 @@ TOPIC_OF_KIND = {
     Kind.CONTROL: Topic.CONTROL,
 }
 TELEMETRY_KINDS = (Kind.STATE, Kind.DEPTH, Kind.HEIGHT_SCAN, Kind.NAVIGATION, Kind.STATUS)
+_KIND_OF_VALUE = {int(k): k for k in Kind}
+_DTYPE_OF_VALUE = {int(d): d for d in DType}
 
 
 class Reason(enum.IntEnum):
@@ -154,8 +157,10 @@ class ProtocolError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
+    """A parsed header frame. A NamedTuple, not a dataclass: one is made for every message (several per
+    control step on each side), and a frozen dataclass costs five times as much to construct."""
+
     kind: Kind
     session_id: int
     seq: int
@@ -189,16 +194,14 @@ def unpack_header(buf: bytes | memoryview, expect: Sequence[Kind] | None = None)
         raise ProtocolError(Reason.BAD_MAGIC, f"magic {magic!r}, expected {MAGIC!r}")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(Reason.BAD_VERSION, f"protocol version {version}, this side speaks {PROTOCOL_VERSION}")
-    try:
-        kind_e = Kind(kind)
-    except ValueError:
-        raise ProtocolError(Reason.BAD_KIND, f"unknown message kind {kind}") from None
+    kind_e = _KIND_OF_VALUE.get(kind)  # = Kind(kind), without the enum call's cost on every message
+    if kind_e is None:
+        raise ProtocolError(Reason.BAD_KIND, f"unknown message kind {kind}")
     if expect is not None and kind_e not in expect:
         raise ProtocolError(Reason.BAD_KIND, f"message kind {kind_e.name} not accepted here")
-    try:
-        dtype_e = DType(dtype)
-    except ValueError:
-        raise ProtocolError(Reason.BAD_PAYLOAD, f"unknown payload dtype {dtype}") from None
+    dtype_e = _DTYPE_OF_VALUE.get(dtype)
+    if dtype_e is None:
+        raise ProtocolError(Reason.BAD_PAYLOAD, f"unknown payload dtype {dtype}")
     dims = (d0, d1, d2, d3)
     if ndim > MAX_DIMS:
         raise ProtocolError(Reason.BAD_SHAPE, f"ndim {ndim} > {MAX_DIMS}")
@@ -207,12 +210,13 @@ def unpack_header(buf: bytes | memoryview, expect: Sequence[Kind] | None = None)
     if dtype_e != DType.F32 and ndim:
         raise ProtocolError(Reason.BAD_SHAPE, f"a {dtype_e.name} payload has no shape (ndim 0), got ndim {ndim}")
     shape = dims[:ndim]
-    if math.prod(d for d in shape if d) > MAX_PAYLOAD_BYTES // 4:  # even beside a 0 dim: numpy refuses to reshape to it
+    size = math.prod(shape)
+    if (size if size else math.prod(d for d in shape if d)) > MAX_PAYLOAD_BYTES // 4:  # even beside a 0 dim: numpy refuses to reshape to it
         raise ProtocolError(Reason.BAD_SHAPE, f"shape {shape} is larger than any payload can fill")
     if nbytes > MAX_PAYLOAD_BYTES:
         raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"payload of {nbytes} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    if dtype_e == DType.F32 and math.prod(shape) * 4 != nbytes:
-        raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"shape {shape} needs {math.prod(shape) * 4} bytes, header says {nbytes}")
+    if dtype_e == DType.F32 and size * 4 != nbytes:
+        raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"shape {shape} needs {size * 4} bytes, header says {nbytes}")
     if dtype_e == DType.ACK and nbytes != ACK.size:
         raise ProtocolError(Reason.PAYLOAD_SIZE_MISMATCH, f"an ACK payload is {ACK.size} bytes, header says {nbytes}")
     if dtype_e == DType.NONE and nbytes:
@@ -315,6 +319,11 @@ class StateLayout:
     )
 
     def slices(self) -> dict[str, slice]:
+        """Field name -> slice of the payload, in wire order (computed once per layout; do not modify)."""
+        return self._slices
+
+    @cached_property
+    def _slices(self) -> dict[str, slice]:
         out, i = {}, 0
         for name, n in self.FIELDS:
             size = self.num_joints if n == "J" else self.num_feet if n == "F" else n
