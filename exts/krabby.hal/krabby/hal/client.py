@@ -93,6 +93,7 @@ class HalClient:
         self.welcome: Welcome | None = None
         self.stats: Counter[str] = Counter(received=0, malformed=0, foreign_session=0, timeouts=0, rehandshakes=0)
         self._dealer: zmq.Socket | None = None
+        self._dealer_poller: zmq.Poller | None = None
         self._seq = 0
         self._cmd_lock = threading.RLock()  # the DEALER and the request seq: command thread vs session thread
         self._lock = threading.Condition()
@@ -164,6 +165,8 @@ class HalClient:
             self.config.security.apply_to_client_socket(s)
         s.connect(self.config.command_endpoint)
         self._dealer = s
+        self._dealer_poller = zmq.Poller()  # made once per socket: Socket.poll builds a Poller on every call
+        self._dealer_poller.register(s, zmq.POLLIN)
         return s
 
     def _handshake(self) -> Welcome:
@@ -260,10 +263,12 @@ class HalClient:
         for t in (Topic.STATE, Topic.DEPTH, Topic.HEIGHT_SCAN, Topic.NAVIGATION, Topic.STATUS):
             sub.setsockopt(zmq.SUBSCRIBE, t)
         sub.connect(self.config.observation_endpoint)
+        poller = zmq.Poller()  # made once: Socket.poll builds a new Poller on every call
+        poller.register(sub, zmq.POLLIN)
         ready.set()
         try:
             while not self._stop.is_set():
-                if not sub.poll(20):
+                if not poller.poll(20):
                     continue
                 while True:
                     try:
@@ -436,7 +441,7 @@ class HalClient:
             deadline = t0 + (self.config.ack_timeout_s if timeout_s is None else timeout_s)
             while True:
                 remaining_ms = int(max(0.0, deadline - time.perf_counter()) * 1000)
-                if not dealer.poll(remaining_ms):
+                if not self._dealer_poller.poll(remaining_ms):  # type: ignore[union-attr]
                     return self._timeout(seq)
                 reply = dealer.recv_multipart()
                 if self.on_frames is not None:

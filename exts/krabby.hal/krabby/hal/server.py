@@ -235,7 +235,7 @@ class HalServer:
         episode = int(self.backend.episode) & 0xFFFFFFFF
         frames = encode(kind, session_id=self.session_id, seq=self._tick, stamp_ns=stamp_ns, payload=payload, episode=episode)
         self._seq[kind] = self._tick + 1
-        self._publisher.send(frames)  # never blocks; when behind, it drops its oldest message (stats telemetry_dropped)
+        self._publisher.send(frames, ring=False)  # never blocks; when behind, it drops its oldest (stats telemetry_dropped)
         self.stats[f"published_{kind.name.lower()}"] += 1
 
     def _changed(self, kind: Kind, stamp_ns: int) -> bool:
@@ -262,6 +262,7 @@ class HalServer:
         if now >= self._next_status_ns:
             self._next_status_ns = now + int(1e9 / self.config.status_rate_hz)
             self._send(Kind.STATUS, now, self.status())
+        self._publisher.ring()  # one wake-up of the publisher thread per tick, for all of its messages
         self._tick += 1
 
     def status(self) -> dict:

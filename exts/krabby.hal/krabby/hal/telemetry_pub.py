@@ -98,26 +98,32 @@ class TelemetryPublisher:
             self.close()
             raise self._error
 
-    def send(self, frames: list) -> bool:
-        """Queue one message for publication (never blocks); False when it pushed out an older one (counted)."""
+    def send(self, frames: list, ring: bool = True) -> bool:
+        """Queue one message for publication (never blocks); False when it pushed out an older one (counted).
+
+        ``ring=False`` queues without waking the thread: for all but the last message of a tick, so the
+        thread wakes once per tick and forwards them together (``ring()`` wakes it)."""
         assert self._push is not None, "TelemetryPublisher.start() was not called"
         full = len(self._queue) == QUEUE_LEN
         self._queue.append(frames)  # deque(maxlen): drops the oldest when full
         if full:
             self.stats["telemetry_dropped"] += 1
+        if ring:
+            self.ring()
+        return not full
+
+    def ring(self) -> None:
+        """Wake the thread to forward everything queued."""
+        assert self._push is not None, "TelemetryPublisher.start() was not called"
         try:
             self._push.send(b"", zmq.NOBLOCK)
         except zmq.Again:
             pass  # a ring is already pending: the thread drains the whole queue on each one
-        return not full
 
     def close(self) -> None:
         self._stop.set()
         if self._push is not None:
-            try:
-                self._push.send(b"", zmq.NOBLOCK)  # wake the thread now instead of at its next poll timeout
-            except zmq.Again:
-                pass  # a ring is already pending
+            self.ring()  # wake the thread now instead of at its next poll timeout
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
