@@ -251,15 +251,20 @@ class MujocoBackend(HalBackend):
     def apply(self, command: ActuatorCommand) -> None:
         """Hold this command until the next apply; DAMP is turned into kp = 0 here."""
         n = self.profile.num_joints
-        arrays = [np.asarray(a, dtype=np.float64) for a in (command.target_pos_rad, command.kp_nm_per_rad, command.kd_nm_s_per_rad)]
-        for name, a in zip(("target_pos_rad", "kp_nm_per_rad", "kd_nm_s_per_rad"), arrays):
-            if a.shape != (n,) or not np.all(np.isfinite(a)):
-                raise ValueError(f"MujocoBackend.apply: {name} must be {n} finite numbers in robot order, got shape {a.shape}")
+        given = (command.target_pos_rad, command.kp_nm_per_rad, command.kd_nm_s_per_rad)
+        arrays = [np.asarray(a, dtype=np.float64) for a in given]
+        # one reduction for the common case (every control step); per-array checks name the bad one
+        if any(a.shape != (n,) for a in arrays) or not math.isfinite(np.add.reduce(np.concatenate(arrays))):
+            for name, a in zip(("target_pos_rad", "kp_nm_per_rad", "kd_nm_s_per_rad"), arrays):
+                if a.shape != (n,) or not np.all(np.isfinite(a)):
+                    raise ValueError(f"MujocoBackend.apply: {name} must be {n} finite numbers in robot order, got shape {a.shape}")
         target, kp, kd = arrays
         if command.mode == ActuatorMode.DAMP:
             kp = np.zeros(n)
         p = self._perturb
-        command = self._with_strength(dataclasses.replace(command, target_pos_rad=target, kp_nm_per_rad=kp, kd_nm_s_per_rad=kd))
+        if any(a is not b for a, b in zip((target, kp, kd), given)):  # float64 arrays of the right shape pass as they are
+            command = dataclasses.replace(command, target_pos_rad=target, kp_nm_per_rad=kp, kd_nm_s_per_rad=kd)
+        command = self._with_strength(command)
         if p.action_latency_steps == 0:
             self._command = command
             return
