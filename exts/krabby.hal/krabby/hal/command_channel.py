@@ -178,7 +178,9 @@ class CommandChannel:
         NOT_HANDSHAKEN; WRONG_SESSION; then CONTROL (action, seq, stamp) or COMMAND (dtype, then the
         supervisor's order: shape, finite, seq, stamp, e-stop, armed, commander)."""
         identity = frames[0].bytes
-        address = _peer_address(frames[0])
+        known = self.peers.get(identity)
+        # a connection's address never changes: looked up once (libzmq raises for inproc, which costs)
+        address = known.session.peer if known is not None else _peer_address(frames[0])
         try:
             msg = decode(frames[1:], expect=(Kind.HELLO, Kind.COMMAND, Kind.CONTROL))
         except ProtocolError as e:

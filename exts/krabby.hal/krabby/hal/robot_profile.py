@@ -196,7 +196,7 @@ class RobotProfile:
             raise ProfileError(f"{self.name}: unknown joint {name!r}; known: {', '.join(self.joint_names)}") from None
 
     def clamp_to_limits(self, targets_rad: np.ndarray) -> np.ndarray:
-        return np.clip(targets_rad, self.pos_min_rad, self.pos_max_rad)
+        return np.minimum(np.maximum(targets_rad, self.pos_min_rad), self.pos_max_rad)  # = np.clip, per command
 
     def dc_motor_clip_nm(self, torque_nm: np.ndarray, vel_rad_s: np.ndarray) -> np.ndarray:
         """The training DC-motor torque-speed clip (spec §3), robot order."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -155,8 +156,8 @@ class SafetySupervisor:
         """
         if targets_rad.shape != (self.profile.num_joints,):
             reason = Reason.BAD_SHAPE
-        elif not np.all(np.isfinite(targets_rad)):
-            reason = Reason.NON_FINITE
+        elif not math.isfinite(np.add.reduce(targets_rad, dtype=np.float64)) and not np.all(np.isfinite(targets_rad)):
+            reason = Reason.NON_FINITE  # (one float64 sum decides the common case; finite values never overflow it)
         else:
             reason = self._check_order_and_stamp(obs_stamp_ns, seq, client, now_ns)
         if not reason.accepted:
@@ -164,7 +165,7 @@ class SafetySupervisor:
             return reason
         client.last_seq = seq
         clamped = self.profile.clamp_to_limits(targets_rad.astype(np.float64))
-        was_clamped = bool(np.any(clamped != targets_rad))
+        was_clamped = bool((clamped != targets_rad).any())
         with self._lock:
             if self._state == SafetyState.ESTOP:
                 reason = Reason.ESTOP
