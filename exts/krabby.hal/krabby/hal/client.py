@@ -433,7 +433,7 @@ class HalClient:
             dealer = self._dealer
             assert dealer is not None
             try:
-                dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                dealer.send_multipart(frames, zmq.NOBLOCK)  # copied: for ~100 bytes cheaper than zero-copy Frames
             except zmq.Again:
                 return self._timeout(seq)
             if self.on_frames is not None:
@@ -455,7 +455,7 @@ class HalClient:
                 if msg.header.seq != seq:
                     continue  # a late ack of an earlier request: correlated by seq, ignored
                 ack = Ack.unpack(seq, msg.payload)
-                ack = Ack(ack.seq, ack.reason, ack.safety_state, ack.clamped, time.perf_counter() - t0)
+                ack = ack._replace(rtt_s=time.perf_counter() - t0)
                 if ack.reason in (Reason.NOT_HANDSHAKEN, Reason.WRONG_SESSION):
                     self._rehandshake()
                 return ack

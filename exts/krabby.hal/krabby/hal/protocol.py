@@ -374,9 +374,9 @@ def unpack_height_scan(arr: np.ndarray, stamp_ns: int) -> HeightScan:
     return HeightScan(stamp_ns, arr)
 
 
-@dataclass(frozen=True)
-class Ack:
-    """The server's answer to a COMMAND, HELLO (when refused) or CONTROL request."""
+class Ack(NamedTuple):
+    """The server's answer to a COMMAND, HELLO (when refused) or CONTROL request (a NamedTuple: one per
+    request on both sides)."""
 
     seq: int
     reason: Reason
@@ -399,8 +399,9 @@ class Ack:
     @classmethod
     def unpack(cls, seq: int, payload: bytes) -> "Ack":
         reason, state, flags = ACK.unpack(payload)
-        try:
-            r = Reason(reason)
-        except ValueError:
-            r = Reason.BAD_PAYLOAD
-        return cls(seq=seq, reason=r, safety_state=state, clamped=bool(flags & Flags.CLAMPED))
+        r = _REASON_OF_VALUE.get(reason, Reason.BAD_PAYLOAD)  # an unknown reason is a bad payload
+        return cls(seq, r, state, bool(flags & _CLAMPED_BIT))
+
+
+_REASON_OF_VALUE = {int(r): r for r in Reason}
+_CLAMPED_BIT = int(Flags.CLAMPED)
