@@ -154,17 +154,18 @@ class SafetySupervisor:
         Order: BAD_SHAPE, NON_FINITE, REPLAYED / OUT_OF_ORDER, STALE, FUTURE_STAMP (the seq is consumed
         from here on), ESTOP, NOT_ARMED, NOT_COMMANDER.
         """
+        t64 = targets_rad.astype(np.float64)  # float32 from the wire: its squares cannot overflow float64
         if targets_rad.shape != (self.profile.num_joints,):
             reason = Reason.BAD_SHAPE
-        elif not math.isfinite(np.add.reduce(targets_rad, dtype=np.float64)) and not np.all(np.isfinite(targets_rad)):
-            reason = Reason.NON_FINITE  # (one float64 sum decides the common case; finite values never overflow it)
+        elif not math.isfinite(t64.dot(t64)):  # x.x is finite only if every entry is; unlike a sum it makes no
+            reason = Reason.NON_FINITE  # NaN of +inf and -inf, so hostile input raises no RuntimeWarning
         else:
             reason = self._check_order_and_stamp(obs_stamp_ns, seq, client, now_ns)
         if not reason.accepted:
             self.refusals[reason.name] += 1
             return reason
         client.last_seq = seq
-        clamped = self.profile.clamp_to_limits(targets_rad.astype(np.float64))
+        clamped = self.profile.clamp_to_limits(t64)
         was_clamped = bool((clamped != targets_rad).any())
         with self._lock:
             if self._state == SafetyState.ESTOP:

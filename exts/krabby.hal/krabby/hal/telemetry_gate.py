@@ -76,7 +76,6 @@ def stamp_problem(stamp_ns: int, server_now_ns: int) -> str | None:
 
 _STATE_FIELDS = ("joint_pos_rad", "joint_vel_rad_s", "joint_torque_nm", "base_quat_wxyz", "base_ang_vel_body_rad_s",
                  "base_lin_acc_body_m_s2", "foot_force_n")  # all must be finite; base_lin_vel_body_m_s may be NaN
-_SUM = np.add.reduce
 
 
 def value_problem(kind: Kind, value: Any, expected_shape: Any = None) -> str | None:
@@ -99,15 +98,14 @@ def value_problem(kind: Kind, value: Any, expected_shape: Any = None) -> str | N
 
 
 def _state_problem(state: RobotState) -> str | None:
-    """One float64 reduction over the fields that must be finite (a sum is finite only if every entry
-    is), one over the velocity; the per-field checks run only when a sum is not finite. The sums are
-    float64 so finite float32 telemetry never overflows them."""
-    fields = [getattr(state, name) for name in _STATE_FIELDS]
-    if not math.isfinite(_SUM(np.concatenate(fields), dtype=np.float64)):
-        if not all(np.all(np.isfinite(f)) for f in fields):
-            return "non_finite"
-    vel = state.base_lin_vel_body_m_s
-    if not math.isfinite(_SUM(vel, dtype=np.float64)) and not (np.all(np.isfinite(vel)) or np.all(np.isnan(vel))):
+    """One float64 dot product over the fields that must be finite (x.x is finite only if every entry
+    is), one over the velocity; the element checks run only when one is not (huge finite values, or a
+    real refusal). A dot product, unlike a sum, makes no NaN of +inf and -inf: no RuntimeWarning."""
+    fields = np.concatenate([getattr(state, name) for name in _STATE_FIELDS], dtype=np.float64)
+    if not math.isfinite(fields.dot(fields)) and not np.all(np.isfinite(fields)):
+        return "non_finite"
+    vel = np.asarray(state.base_lin_vel_body_m_s, dtype=np.float64)
+    if not math.isfinite(vel.dot(vel)) and not (np.all(np.isfinite(vel)) or np.all(np.isnan(vel))):
         return "non_finite"
     if abs(math.hypot(*state.base_quat_wxyz.tolist()) - 1.0) > QUAT_NORM_TOL:
         return "quaternion"

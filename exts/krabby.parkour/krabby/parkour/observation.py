@@ -465,9 +465,10 @@ class ObservationBuilder:
             if (parts[0].shape, parts[1].shape, parts[2].shape, parts[3].shape, parts[4].shape, parts[5].shape,
                     parts[6].shape) == self._shapes:
                 buf = np.concatenate(parts, dtype=np.float64)
-                if math.isfinite(_SUM(buf)):
+                if math.isfinite(buf.dot(buf)):  # x.x: finite only if every entry is (no NaN of inf - inf)
                     return buf
-                if math.isfinite(_SUM(buf[:self._velocity.start])):  # a robot: velocity unknown (NaN)
+                head = buf[:self._velocity.start]
+                if math.isfinite(head.dot(head)):  # a robot: velocity unknown (NaN)
                     buf[self._velocity] = 0.0
                     return buf
         except (AttributeError, TypeError, ValueError):

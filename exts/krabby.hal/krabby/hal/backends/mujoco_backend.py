@@ -253,8 +253,10 @@ class MujocoBackend(HalBackend):
         n = self.profile.num_joints
         given = (command.target_pos_rad, command.kp_nm_per_rad, command.kd_nm_s_per_rad)
         arrays = [np.asarray(a, dtype=np.float64) for a in given]
-        # one reduction for the common case (every control step); per-array checks name the bad one
-        if any(a.shape != (n,) for a in arrays) or not math.isfinite(np.add.reduce(np.concatenate(arrays))):
+        # one dot product for the common case (every control step; finite only if every entry is);
+        # per-array checks name the bad one
+        flat = np.concatenate(arrays)
+        if any(a.shape != (n,) for a in arrays) or not math.isfinite(flat.dot(flat)):
             for name, a in zip(("target_pos_rad", "kp_nm_per_rad", "kd_nm_s_per_rad"), arrays):
                 if a.shape != (n,) or not np.all(np.isfinite(a)):
                     raise ValueError(f"MujocoBackend.apply: {name} must be {n} finite numbers in robot order, got shape {a.shape}")
