@@ -224,6 +224,16 @@ class HalServer:
             else:
                 next_ns = time.monotonic_ns()  # overran: do not try to catch up with a burst
 
+    def wait_for_subscriber(self, timeout_s: float) -> bool:
+        """Block until some client's subscription to STATE is in effect (True), or the timeout (False).
+
+        A lock-step simulator that owns its client calls this before its first ``observe()``: the
+        client's SUB connects and subscribes asynchronously, and telemetry published before the
+        publisher applied the subscription is dropped (PUB/SUB semantics), which would cost the
+        first step its observation (and a teacher its first height scan)."""
+        assert self._publisher is not None, "HalServer.start() was not called"
+        return self._publisher.state_subscribed.wait(timeout_s)
+
     def wait_for_command(self, obs_stamp_ns: int, timeout_s: float) -> bool:
         """Block until a command computed from an observation at least this new was accepted (lock-step sims)."""
         with self._cmd_cond:

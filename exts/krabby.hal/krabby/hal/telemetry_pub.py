@@ -32,7 +32,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .protocol import TOPIC_OF_KIND, TELEMETRY_KINDS
+from .protocol import TOPIC_OF_KIND, TELEMETRY_KINDS, Kind
 from .ratelimit import RateLimitedLog
 
 log = logging.getLogger("krabby.hal.server")
@@ -81,6 +81,7 @@ class TelemetryPublisher:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self.state_subscribed = threading.Event()  # set once a subscription that receives STATE is applied
         self._error: BaseException | None = None
         self._peers: dict[int, tuple[Any, float]] = {}  # fd -> (peer address, accepted at, monotonic s)
         self._port: int | None = None
@@ -213,6 +214,8 @@ class TelemetryPublisher:
             topic = data[1:]
             if topic in ALLOWED_SUBSCRIPTIONS:
                 xpub.setsockopt(zmq.SUBSCRIBE if data[0] == 1 else zmq.UNSUBSCRIBE, topic)
+                if data[0] == 1 and TOPIC_OF_KIND[Kind.STATE].startswith(topic):
+                    self.state_subscribed.set()
             elif data[0] == 1:
                 if not refused:  # one line per batch at most (and rate-limited): a flood is thousands
                     self._warn("subscription", "refused subscription %r from %s: not a telemetry topic prefix",

@@ -181,6 +181,8 @@ def run_episode(args: argparse.Namespace, *, hooks: Optional[EpisodeHooks] = Non
             if client.session.live_url:
                 print(f"live view: {client.session.live_url} (Foxglove: Open connection -> Foxglove WebSocket)", file=sys.stderr)
         hooks.start(backend, server, client)
+        if not server_only and not server.wait_for_subscriber(5.0):
+            log.warning("the inference client's telemetry subscription was not in effect after 5 s: the first steps may miss")
         steps = int(round(args.duration * profile.control_rate_hz))
         period_s = profile.control_dt_s
         falls, missed, loop_ms = 0, 0, []
