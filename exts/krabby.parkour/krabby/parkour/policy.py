@@ -100,7 +100,10 @@ class ParkourPolicy:
         depth_latent: student only, the held latent [N, 32] from the last ``encode_depth``.
         hist_encoding: False selects priv_encoder on obs[:, 194:223] (upstream demo.py).
         """
-        native = self._impl.to_native(self._check(obs, "obs", (OBS_DIM,)))
+        if type(obs) is np.ndarray and obs.ndim == 2 and obs.shape[1] == OBS_DIM and obs.dtype.kind == "f":
+            native = self._impl.to_native(obs)  # the control loop's case, checked inline (this runs every step)
+        else:
+            native = self._impl.to_native(self._check(obs, "obs", (OBS_DIM,)))
         n = native.shape[0]
         if self.kind == "student":
             if depth_latent is None:

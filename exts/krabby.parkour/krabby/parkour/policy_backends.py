@@ -44,7 +44,7 @@ class TorchBackend:
         if weights.estimator is not None:
             est = networks.DefaultEstimator()
             est.load_state_dict(weights.estimator, strict=True)
-            self.estimator = networks.EstimatorStep(est).to(self.device).eval()
+            self.estimator = est.to(self.device).eval()  # called directly: EstimatorStep is the ONNX export's wrapper
         self.depth: Any = None
         if weights.depth_encoder is not None:
             enc = networks.RecurrentDepthBackbone()
