@@ -95,11 +95,9 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def policy_backend_kind(args: argparse.Namespace, checkpoint: Any) -> str:
     """``--backend``, else onnx for an ONNX export and torch for anything else."""
-    if args.backend:
-        return args.backend
-    from .policy_formats import resolve_artifact
+    from .policy_formats import default_backend
 
-    return "onnx" if resolve_artifact(Path(checkpoint)).fmt == "onnx" else "torch"
+    return args.backend or default_backend(checkpoint)
 
 
 def run_episode(args: argparse.Namespace, *, hooks: Optional[EpisodeHooks] = None, policy: Any = None,
