@@ -34,6 +34,7 @@ from .protocol import (
 from .ratelimit import RateLimitedLog
 from .robot_profile import RobotProfile, profile_from_dict
 from .telemetry_gate import TelemetryGate
+from .zmq_io import drain, recv_frames, send_frames
 from .types import DepthFrame, HeightScan, NavigationCommand, RobotState
 
 log = logging.getLogger("krabby.hal.client")
@@ -270,11 +271,7 @@ class HalClient:
             while not self._stop.is_set():
                 if not poller.poll(20):
                     continue
-                while True:
-                    try:
-                        frames = sub.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
+                for frames in drain(sub):
                     try:
                         self._on_telemetry(frames)
                     except Exception:  # one bad message must never stop telemetry (found by fuzzing)
@@ -433,7 +430,7 @@ class HalClient:
             dealer = self._dealer
             assert dealer is not None
             try:
-                dealer.send_multipart(frames, zmq.NOBLOCK)  # copied: for ~100 bytes cheaper than zero-copy Frames
+                send_frames(dealer, frames, zmq.NOBLOCK)  # copied: for ~100 bytes cheaper than zero-copy Frames
             except zmq.Again:
                 return self._timeout(seq)
             if self.on_frames is not None:
@@ -443,7 +440,7 @@ class HalClient:
                 remaining_ms = int(max(0.0, deadline - time.perf_counter()) * 1000)
                 if not self._dealer_poller.poll(remaining_ms):  # type: ignore[union-attr]
                     return self._timeout(seq)
-                reply = dealer.recv_multipart()
+                reply = recv_frames(dealer)  # zmq.Frame parts, as telemetry hands on_frames
                 if self.on_frames is not None:
                     self.on_frames("rx", reply, clock.now_ns())
                 try:

@@ -32,6 +32,7 @@ from . import clock
 from .protocol import HEADER, PROTOCOL_VERSION, Ack, DType, Kind, ProtocolError, Reason, decode, encode
 from .ratelimit import RateLimitedLog, TokenBucket
 from .safety import CONTROL_ACTIONS, ClientSession
+from .zmq_io import drain, send_frames
 
 log = logging.getLogger("krabby.hal.server")
 
@@ -106,11 +107,7 @@ class CommandChannel:
                     self._flush_backlog(router)
                 if not poller.poll(1 if self._backlog else 20):
                     continue
-                while True:
-                    try:
-                        frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
+                for frames in drain(router):
                     try:
                         reply = self.handle(frames)
                     except Exception:  # a bug must not kill the command thread: log and keep serving
@@ -130,7 +127,7 @@ class CommandChannel:
             self._queue(identity, waiting, reply)
             return
         try:
-            router.send_multipart(reply, zmq.NOBLOCK)
+            send_frames(router, reply, zmq.NOBLOCK)
         except zmq.Again:  # the peer's pipe is full: it has not read its earlier replies yet
             self._queue(identity, self._backlog.setdefault(identity, deque()), reply)
         except zmq.ZMQError:  # EHOSTUNREACH: the peer has gone
@@ -148,7 +145,7 @@ class CommandChannel:
         for identity, waiting in list(self._backlog.items()):
             while waiting:
                 try:
-                    router.send_multipart(waiting[0], zmq.NOBLOCK)
+                    send_frames(router, waiting[0], zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 except zmq.ZMQError:

@@ -32,13 +32,14 @@ import zmq
 from . import clock
 from .backend import HalBackend
 from .command_channel import MAX_CLIENTS, CommandChannel
-from .protocol import PROTOCOL_VERSION, Ack, Kind, StateLayout, encode, pack_navigation, pack_state
+from .protocol import PROTOCOL_VERSION, TELEMETRY_KINDS, Ack, Kind, StateLayout, encode, pack_navigation, pack_state
 from .ratelimit import RateLimitedLog
 from .safety import SafetyConfig, SafetySupervisor
 from .telemetry_pub import TelemetryPublisher
 from .types import SensorFrame
 
 log = logging.getLogger("krabby.hal.server")
+_PUBLISHED_STAT = {k: f"published_{k.name.lower()}" for k in TELEMETRY_KINDS}  # stats keys, built once (per message before)
 
 
 class HalError(RuntimeError):
@@ -246,7 +247,7 @@ class HalServer:
         frames = encode(kind, session_id=self.session_id, seq=self._tick, stamp_ns=stamp_ns, payload=payload, episode=episode)
         self._seq[kind] = self._tick + 1
         self._publisher.send(frames, ring=False)  # never blocks; when behind, it drops its oldest (stats telemetry_dropped)
-        self.stats[f"published_{kind.name.lower()}"] += 1
+        self.stats[_PUBLISHED_STAT[kind]] += 1
 
     def _changed(self, kind: Kind, stamp_ns: int) -> bool:
         if self._last_published_stamp.get(kind) == stamp_ns:

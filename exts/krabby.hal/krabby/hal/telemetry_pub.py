@@ -34,6 +34,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .protocol import TOPIC_OF_KIND, TELEMETRY_KINDS, Kind
 from .ratelimit import RateLimitedLog
+from .zmq_io import drain, send_frames
 
 log = logging.getLogger("krabby.hal.server")
 
@@ -188,17 +189,14 @@ class TelemetryPublisher:
             xpub.close(0)
 
     def _forward(self, pull: zmq.Socket, xpub: zmq.Socket) -> None:
-        while True:
-            try:
-                pull.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        for _ in drain(pull):  # the rings themselves carry nothing
+            pass
         while True:
             try:
                 frames = self._queue.popleft()
             except IndexError:
                 return
-            xpub.send_multipart(frames, copy=False)  # XPUB drops per subscriber at its HWM: never blocks
+            send_frames(xpub, frames, copy=False)  # XPUB drops per subscriber at its HWM: never blocks
 
     def _subscriptions(self, xpub: zmq.Socket) -> int:
         """Apply allowed (un)subscriptions, refuse the rest; returns how many were refused."""
