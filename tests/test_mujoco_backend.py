@@ -103,6 +103,20 @@ def test_zero_torque_collapses_and_damp_uses_no_stiffness(profile):
     assert b.base_pos_w_m[2] < 0.2  # nothing holds the robot up
 
 
+@pytest.mark.parametrize("field", ["target_pos_rad", "kp_nm_per_rad", "kd_nm_s_per_rad"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_apply_refuses_non_finite_or_misshapen_commands(profile, field, bad):
+    b = make_backend(profile, terrain="flat", enable_depth=False, enable_height_scan=False)
+    held = b.held_command
+    cmd = b.default_pose_command()
+    getattr(cmd, field)[5] = bad
+    with pytest.raises(ValueError, match=field):
+        b.apply(cmd)
+    with pytest.raises(ValueError, match=field):
+        b.apply(dataclasses.replace(b.default_pose_command(), **{field: np.zeros(profile.num_joints - 1)}))
+    assert b.held_command is held  # the robot keeps its last good command
+
+
 def test_foot_forces_sum_to_weight_and_follow_foot_order(profile):
     b = make_backend(profile, terrain="flat", enable_depth=False, enable_height_scan=False)
     for _ in range(100):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from krabby.hal.robot_profile import ProfileError, load_robot_profile, profile_from_dict
+from krabby.hal.types import ActuatorCommand, ActuatorMode
 
 # Literal lists from spec §3, checked name by name there.
 MUJOCO_TO_ISAAC = [3, 0, 9, 6, 4, 1, 10, 7, 5, 2, 11, 8]
@@ -41,6 +42,41 @@ def test_dc_motor_clip_matches_spec(profile):
     assert tau[calf] == pytest.approx(22.5)
     hip = profile.joint_index("FR_hip_joint")
     assert tau[hip] == pytest.approx(35.0)  # effort limit at zero speed
+
+
+def _pd_dc_motor_torque_nm(toml: dict, mode: str, target, kp, kd, q, qd) -> list[float]:
+    """Spec §3 written out joint by joint on Python floats, straight from the robot TOML (not the profile's arrays)."""
+    out = []
+    for j, joint in enumerate(toml["joints"]):
+        act = toml["actuators"][joint["actuator"]]
+        if mode == "zero":
+            out.append(0.0)
+            continue
+        tau = -kd[j] * qd[j] if mode == "damp" else kp[j] * (target[j] - q[j]) - kd[j] * qd[j]
+        v = qd[j] / act["velocity_limit_rad_s"]
+        tau_max = min(max(act["saturation_effort_nm"] * (1.0 - v), 0.0), act["effort_limit_nm"])
+        tau_min = min(max(act["saturation_effort_nm"] * (-1.0 - v), -act["effort_limit_nm"]), 0.0)
+        out.append(min(max(tau, tau_min), tau_max))
+    return out
+
+
+@pytest.mark.parametrize("mode", [ActuatorMode.POSITION, ActuatorMode.DAMP, ActuatorMode.ZERO_TORQUE])
+def test_actuator_torque_is_spec_pd_with_dc_motor_clip_bit_for_bit(profile, mode):
+    """Pins the training actuator model exactly (no tolerance), so a faster rewrite of it cannot drift."""
+    rng = np.random.default_rng(0)
+    name = {ActuatorMode.POSITION: "position", ActuatorMode.DAMP: "damp", ActuatorMode.ZERO_TORQUE: "zero"}[mode]
+    for _ in range(200):  # speeds up to past the velocity limits, targets far enough to saturate
+        q = profile.default_pos_rad + rng.uniform(-1.0, 1.0, 12)
+        qd = rng.uniform(-60.0, 60.0, 12)
+        target = profile.default_pos_rad + rng.uniform(-1.5, 1.5, 12)
+        kp, kd = profile.kp_nm_per_rad * rng.uniform(0.5, 2.0), profile.kd_nm_s_per_rad * rng.uniform(0.5, 2.0)
+        tau = ActuatorCommand(mode, target, kp, kd).torque_nm(profile, q, qd)
+        expected = _pd_dc_motor_torque_nm(profile.source, name, target, kp, kd, q, qd)
+        np.testing.assert_array_equal(tau, expected)
+        lo, hi = profile.dc_motor_limits_nm(qd)
+        assert np.all(lo <= 0.0) and np.all(hi >= 0.0)
+        np.testing.assert_array_equal(profile.dc_motor_clip_nm(np.full(12, 1e9), qd), hi)
+        np.testing.assert_array_equal(profile.dc_motor_clip_nm(np.full(12, -1e9), qd), lo)
 
 
 def _bad(mutate):
