@@ -226,7 +226,8 @@ class HalServer:
                 next_ns = time.monotonic_ns()  # overran: do not try to catch up with a burst
 
     def wait_for_subscriber(self, timeout_s: float) -> bool:
-        """Block until some client's subscription to STATE is in effect (True), or the timeout (False).
+        """Block until a client's subscription to STATE has been applied (True), or the timeout (False).
+        It stays true afterwards, even if that client leaves: meant for the first client of a server.
 
         A lock-step simulator that owns its client calls this before its first ``observe()``: the
         client's SUB connects and subscribes asynchronously, and telemetry published before the
