@@ -171,27 +171,37 @@ def test_handshake_and_version_mismatch(profile, zmq_context):
         server.close()
 
 
-def test_client_refuses_server_of_other_version(zmq_context, profile):
-    """A fake server answering with protocol version 3 gets a clear HandshakeError, not garbage."""
+def assert_handshake_refused(zmq_context, reply, match):
+    """A one-shot fake server answers the client's HELLO with ``reply(hello_frames)``; connect() must raise
+    HandshakeError matching ``match``."""
     router = zmq_context.socket(zmq.ROUTER)
     router.linger = 0
     port = router.bind_to_random_port("tcp://127.0.0.1")
 
     def serve():
         if router.poll(2000):
-            ident, *_ = router.recv_multipart()
-            body = b'{"protocol_version": 3}'
-            hdr = Header(Kind.WELCOME, 1, 1, 0, DType.JSON, (), 0, len(body), version=3).pack()
-            router.send_multipart([ident, b"welcome", hdr, body])
+            ident, *hello_frames = router.recv_multipart()
+            router.send_multipart([ident] + reply(hello_frames))
 
     t = threading.Thread(target=serve)
     t.start()
     client = HalClient(HalClientConfig("tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}", handshake_timeout_s=2), context=zmq_context)
-    with pytest.raises(HandshakeError, match="BAD_VERSION|protocol"):
-        client.connect()
-    t.join()
-    client.close()
-    router.close(0)
+    try:
+        with pytest.raises(HandshakeError, match=match):
+            client.connect()
+    finally:
+        t.join()
+        client.close()
+        router.close(0)
+
+
+def test_client_refuses_server_of_other_version(zmq_context, profile):
+    """A fake server answering with protocol version 3 gets a clear HandshakeError, not garbage."""
+    def reply(hello_frames):
+        body = b'{"protocol_version": 3}'
+        return [b"welcome", Header(Kind.WELCOME, 1, 1, 0, DType.JSON, (), 0, len(body), version=3).pack(), body]
+
+    assert_handshake_refused(zmq_context, reply, "BAD_VERSION|protocol")
 
 
 def _command_frames(server, seq, targets, stamp_ns=None, session=None):
@@ -606,21 +616,8 @@ def test_client_refuses_a_welcome_whose_layout_contradicts_its_profile(zmq_conte
     welcome = server.welcome()
     server.close()
     for bad in ({"joint_names": welcome["joint_names"][::-1]}, {"state_layout": {"joint_pos_rad": [0, 12]}}):
-        router = zmq_context.socket(zmq.ROUTER)
-        router.linger = 0
-        port = router.bind_to_random_port("tcp://127.0.0.1")
+        def reply(hello_frames, payload={**welcome, **bad}):
+            seq = decode(hello_frames).header.seq
+            return encode(Kind.WELCOME, session_id=1, seq=seq, stamp_ns=clock.now_ns(), payload=payload)
 
-        def serve(payload={**welcome, **bad}):
-            if router.poll(2000):
-                ident, *hello_frames = router.recv_multipart()
-                seq = decode(hello_frames).header.seq
-                router.send_multipart([ident] + encode(Kind.WELCOME, session_id=1, seq=seq, stamp_ns=clock.now_ns(), payload=payload))
-
-        t = threading.Thread(target=serve)
-        t.start()
-        client = HalClient(HalClientConfig("tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}", handshake_timeout_s=2), context=zmq_context)
-        with pytest.raises(HandshakeError, match="state_layout / joint_names"):
-            client.connect()
-        t.join()
-        client.close()
-        router.close(0)
+        assert_handshake_refused(zmq_context, reply, "state_layout / joint_names")
