@@ -247,7 +247,7 @@ class HalServer:
         episode = int(self.backend.episode) & 0xFFFFFFFF
         frames = encode(kind, session_id=self.session_id, seq=self._tick, stamp_ns=stamp_ns, payload=payload, episode=episode)
         self._seq[kind] = self._tick + 1
-        self._publisher.send(frames, ring=False)  # never blocks; when behind, it drops its oldest (stats telemetry_dropped)
+        self._publisher.send(frames)  # never blocks; when behind, it drops its oldest (stats telemetry_dropped)
         self.stats[_PUBLISHED_STAT[kind]] += 1
 
     def _changed(self, kind: Kind, stamp_ns: int) -> bool:

@@ -4,8 +4,8 @@ libzmq stores every distinct subscription a peer sends and processes subscriptio
 thread uses the publishing socket. With a plain PUB driven by the control tick, one subscriber that
 sent 200 000 subscriptions held 528 MiB and stalled the tick for 0.9 s (audit D2). Here:
 
-- the control tick hands each message to this thread through a bounded queue and rings an inproc
-  doorbell (``send`` never blocks; when the thread is behind, the *oldest* queued message is dropped,
+- the control tick hands its messages to this thread through a bounded queue and rings an inproc
+  doorbell once (``send`` then ``ring``; neither blocks; when the thread is behind, the *oldest* queued message is dropped,
   so the newest state always goes out, and counted in ``stats["telemetry_dropped"]``);
 - the thread owns an XPUB in manual mode and applies only subscriptions that are a prefix of a
   telemetry topic (``""``, everything, included); others are refused, counted and logged (rate-limited);
@@ -100,18 +100,15 @@ class TelemetryPublisher:
             self.close()
             raise self._error
 
-    def send(self, frames: list, ring: bool = True) -> bool:
+    def send(self, frames: list) -> bool:
         """Queue one message for publication (never blocks); False when it pushed out an older one (counted).
 
-        ``ring=False`` queues without waking the thread: for all but the last message of a tick, so the
-        thread wakes once per tick and forwards them together (``ring()`` wakes it)."""
+        It is forwarded at the next ``ring()``: a tick queues all its messages, then rings once."""
         assert self._push is not None, "TelemetryPublisher.start() was not called"
         full = len(self._queue) == QUEUE_LEN
         self._queue.append(frames)  # deque(maxlen): drops the oldest when full
         if full:
             self.stats["telemetry_dropped"] += 1
-        if ring:
-            self.ring()
         return not full
 
     def ring(self) -> None:
