@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ import numpy as np
 from .protocol import Reason
 from .ratelimit import RateLimitedLog
 from .robot_profile import RobotProfile
-from .types import ActuatorCommand, ActuatorMode
+from .types import ActuatorCommand, ActuatorMode, all_finite
 
 log = logging.getLogger("krabby.hal.safety")
 
@@ -157,8 +156,8 @@ class SafetySupervisor:
         t64 = targets_rad.astype(np.float64)  # float32 from the wire: its squares cannot overflow float64
         if targets_rad.shape != (self.profile.num_joints,):
             reason = Reason.BAD_SHAPE
-        elif not math.isfinite(t64.dot(t64)):  # x.x is finite only if every entry is; unlike a sum it makes no
-            reason = Reason.NON_FINITE  # NaN of +inf and -inf, so hostile input raises no RuntimeWarning
+        elif not all_finite(t64):
+            reason = Reason.NON_FINITE
         else:
             reason = self._check_order_and_stamp(obs_stamp_ns, seq, client, now_ns)
         if not reason.accepted:

@@ -53,7 +53,7 @@ from ..robot_profile import RobotProfile, load_robot_profile
 from ..sim.go2_model import clamp_joint_velocity, write_mjcf
 from ..sim.perturbation import SimPerturbation, apply_to_model
 from ..sim.sensors import roll_pitch_yaw_from_quat_wxyz
-from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame
+from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame, all_finite
 
 
 class RenderingUnavailableError(RuntimeError):
@@ -253,10 +253,8 @@ class MujocoBackend(HalBackend):
         n = self.profile.num_joints
         given = (command.target_pos_rad, command.kp_nm_per_rad, command.kd_nm_s_per_rad)
         arrays = [np.asarray(a, dtype=np.float64) for a in given]
-        # one dot product for the common case (every control step; finite only if every entry is);
-        # per-array checks name the bad one
-        flat = np.concatenate(arrays)
-        if any(a.shape != (n,) for a in arrays) or not math.isfinite(flat.dot(flat)):
+        # one check of all three for the common case (every control step); per-array checks name the bad one
+        if any(a.shape != (n,) for a in arrays) or not all_finite(np.concatenate(arrays)):
             for name, a in zip(("target_pos_rad", "kp_nm_per_rad", "kd_nm_s_per_rad"), arrays):
                 if a.shape != (n,) or not np.all(np.isfinite(a)):
                     raise ValueError(f"MujocoBackend.apply: {name} must be {n} finite numbers in robot order, got shape {a.shape}")
