@@ -15,6 +15,12 @@ from typing import Optional
 import numpy as np
 
 
+def vector_norm(v: np.ndarray) -> float:
+    """Euclidean norm of a 1-D vector, the very arithmetic of np.linalg.norm (sqrt of x.x) without its
+    Python wrapper, which costs more than the maths for the 2- to 4-vectors the loops use every step."""
+    return math.sqrt(v.dot(v))
+
+
 def all_finite(values: np.ndarray) -> bool:
     """Every entry finite. x.x decides it in one call (finite only if every entry is); np.isfinite
     decides when huge finite values overflow it. Unlike a sum, x.x makes no NaN of +inf and -inf, so

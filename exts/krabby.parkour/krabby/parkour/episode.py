@@ -74,10 +74,11 @@ class SpeedMeter:
     def update(self, pos_w_m: Any, episode: int) -> None:
         import numpy as np
 
+        from krabby.hal.types import vector_norm
+
         pos = np.asarray(pos_w_m[:2], dtype=float)
         if self._last is not None and episode == self._episode:
-            d = pos - self._last
-            v = math.sqrt(d.dot(d)) / self.period_s  # = np.linalg.norm, without its wrapper (every step)
+            v = vector_norm(pos - self._last) / self.period_s
             self.m_s += self.alpha * (v - self.m_s)
         self._last, self._episode = pos, episode
 

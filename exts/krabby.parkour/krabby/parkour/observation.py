@@ -78,7 +78,7 @@ from typing import Literal, Optional, Union
 import numpy as np
 
 from krabby.hal.robot_profile import RobotProfile
-from krabby.hal.types import DepthFrame, HeightScan, NavigationCommand, RobotState
+from krabby.hal.types import DepthFrame, HeightScan, NavigationCommand, RobotState, vector_norm
 from krabby.parkour import obs_layout as L
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def euler_xyz_from_quat_wxyz(quat_wxyz: np.ndarray) -> tuple[float, float, float
 
 def _unit_quat(quat_wxyz: np.ndarray) -> tuple[float, float, float, float]:
     q = np.asarray(quat_wxyz, dtype=np.float64)
-    n = math.sqrt(float(q.dot(q))) if q.shape == (4,) else math.nan  # = np.linalg.norm, without its overhead
+    n = vector_norm(q) if q.shape == (4,) else math.nan
     if not math.isfinite(n) or n < 1e-6:
         raise ValueError(f"base_quat_wxyz must be a finite non-zero (4,) quaternion, got {quat_wxyz!r}")
     w, x, y, z = q.tolist()

@@ -53,7 +53,7 @@ from ..robot_profile import RobotProfile, load_robot_profile
 from ..sim.go2_model import clamp_joint_velocity, write_mjcf
 from ..sim.perturbation import SimPerturbation, apply_to_model
 from ..sim.sensors import roll_pitch_yaw_from_quat_wxyz
-from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame, all_finite
+from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame, all_finite, vector_norm
 
 
 class RenderingUnavailableError(RuntimeError):
@@ -316,8 +316,7 @@ class MujocoBackend(HalBackend):
         stamp = now_ns()
         quat = d.qpos[self._base_q + 3 : self._base_q + 7].copy()
         rot = self.rot_w_from_base
-        sens = d.sensordata
-        f = [math.sqrt(sens[s].dot(sens[s])) for s in self._foot_force]  # = np.linalg.norm, without its wrapper
+        f = [vector_norm(d.sensordata[s]) for s in self._foot_force]
         state = RobotState(
             stamp_ns=stamp,
             joint_pos_rad=d.qpos[self._qadr].copy(),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..robot_profile import CameraSpec, HeightScanSpec
+from ..types import vector_norm
 from .terrain import TERRAIN_GEOM_GROUP
 
 
@@ -180,15 +181,14 @@ class GoalTracker:
         if self.reach_timer > self.reach_steps:
             self.goal_index += 1
             self.reach_timer = 0
-        rel = xy - self.goal_xy_m()
-        if math.sqrt(rel.dot(rel)) < self.reach_radius_m:  # = np.linalg.norm, without its wrapper
+        if vector_norm(xy - self.goal_xy_m()) < self.reach_radius_m:
             self.reach_timer += 1
         self._targets(xy)
 
     def _targets(self, xy: np.ndarray) -> None:
         def yaw_to(goal: np.ndarray) -> float:
             rel = goal - xy
-            unit = rel / (math.sqrt(rel.dot(rel)) + 1e-5)  # as training: no special case at the goal (= np.linalg.norm)
+            unit = rel / (vector_norm(rel) + 1e-5)  # as training: no special case at the goal
             return math.atan2(unit[1], unit[0])
 
         self.target_yaw_rad = yaw_to(self.goal_xy_m(0))
