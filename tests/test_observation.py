@@ -453,3 +453,21 @@ def test_refused_build_changes_nothing():
     assert b.global_step == -1 and b.depth_for_encoder is None
     o = b.build(make_state(), nav(dy=0.3), last_action_policy=ZERO_ACTION, depth=depth_frame(1.0))
     assert b.global_step == 0 and b.episode_step == 0 and o[6] == np.float32(0.3)
+
+
+def test_observations_are_independent_arrays_and_a_refused_build_leaves_no_trace():
+    """build() assembles in a persistent buffer and returns copies: a caller may keep or modify each
+    observation (apply_predicted_yaw does), and a refused build between two good ones changes nothing."""
+    s1 = make_state(joint_vel_rad_s=np.linspace(-1, 1, 12), foot_force_n=np.array([30.0, 0, 30, 0]))
+    s2 = make_state(base_ang_vel_body_rad_s=np.array([0.1, -0.2, 0.3]), foot_force_n=np.array([0.0, 30, 0, 30]))
+    bad = make_state(joint_pos_rad=np.full(12, np.nan), foot_force_n=np.full(4, 99.0))
+    kept, clean = ObservationBuilder(PROFILE, kind="teacher"), ObservationBuilder(PROFILE, kind="teacher")
+    o1 = kept.build(s1, nav(), last_action_policy=ZERO_ACTION, height_scan=scan())
+    snapshot = o1.copy()
+    with pytest.raises(ValueError, match="joint_pos_rad"):
+        kept.build(bad, nav(), last_action_policy=ZERO_ACTION, height_scan=scan())
+    o1[:] = 7.0  # the caller's array, not the builder's
+    o2 = kept.build(s2, nav(), last_action_policy=ZERO_ACTION, height_scan=scan())
+    np.testing.assert_array_equal(clean.build(s1, nav(), last_action_policy=ZERO_ACTION, height_scan=scan()), snapshot)
+    np.testing.assert_array_equal(clean.build(s2, nav(), last_action_policy=ZERO_ACTION, height_scan=scan()), o2)
+    assert (o1 == 7.0).all() and not np.shares_memory(o1, o2)

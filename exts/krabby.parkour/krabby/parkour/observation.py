@@ -199,8 +199,6 @@ class ObservationBuilder:
         self._next_global_step = 0
         self._global_step = -1
         self._refresh = False
-        self._held_delta_yaws_rad = np.zeros(2, dtype=_F32)
-        self._held_scan = np.zeros(L.NUM_SCAN, dtype=_F32)
         self._latest_scan_m: Optional[np.ndarray] = None
         self._scan_seen: Optional[HeightScan] = None  # the HeightScan behind _latest_scan_m
         self._latest_depth: Optional[_LatestDepth] = None
@@ -213,10 +211,8 @@ class ObservationBuilder:
         """Start a new episode: the next build is episode step 0 (see module docstring)."""
         self._next_episode_step = 0
         self._episode_step = -1
-        self._history = np.zeros((L.HISTORY_LENGTH, L.NUM_PROPRIO), dtype=_F32)
-        h = self._history  # views made once: build() shifts and appends through them
-        self._history_flat, self._history_older, self._history_newer, self._history_last = h.reshape(-1), h[:-1], h[1:], h[-1]
-        self._prev_contact: Optional[np.ndarray] = None
+        self._history.fill(0.0)
+        self._prev_contact: Optional[list[bool]] = None
         self._depth_needs_fill = self.kind == "student"
 
     @property
@@ -270,10 +266,14 @@ class ObservationBuilder:
         counter = self._next_global_step
         refresh = counter % L.REFRESH_PERIOD_STEPS == 0
         episode_step = self._next_episode_step
-        # Validate everything before touching any state, so a refused build changes nothing.
-        # (47 + 3,) float64: q, qd, quat, gyro, foot forces (robot order), last action (policy order), velocity
-        telemetry = self._telemetry(state, last_action_policy)
-        roll, pitch = _roll_pitch(*_unit_quat(telemetry[self._quat]))
+        # Validate everything before touching any kept state, so a refused build changes nothing. The
+        # telemetry part of the source vector is scratch, rewritten by every build.
+        self._telemetry(state, last_action_policy)
+        w, x, y, z = self._src_quat.tolist()
+        n = math.sqrt(self._src_quat.dot(self._src_quat))  # = _unit_quat's norm
+        if not 1e-6 <= n < math.inf:
+            _unit_quat(self._src_quat)  # raises with the message
+        roll, pitch = _roll_pitch(w / n, x / n, y / n, z / n)
         speed = float(navigation.forward_speed_m_s)
         if not math.isfinite(speed):
             raise ValueError(f"NavigationCommand.forward_speed_m_s must be finite, got {speed}")
@@ -291,37 +291,37 @@ class ObservationBuilder:
         if needs_depth and self._latest_depth is None:
             raise ValueError("the student observation needs a DepthFrame (refresh or post-reset refill); none received yet")
 
-        # ---- held terms (refreshed on multiples of 5 of the global counter)
+        # ---- held terms (refreshed on multiples of 5 of the global counter) stay in the source vector
         if refresh:
-            self._held_delta_yaws_rad = delta_yaws
-            self._held_scan = held_scan
+            self._src_delta_yaws[...] = delta_yaws
+            self._src_scan[...] = held_scan
         if needs_depth:
             self._update_depth_buffer(refresh)
 
-        # ---- head = proprio, scan, priv_explicit (0:194): every term from one source vector by one
+        # ---- head = proprio, scan, priv_explicit (0:194): every term from the one source vector by one
         # precomputed gather, then (x - offset) * scale in float32 as training (cast, then scale)
         flat = bool(navigation.terrain_is_flat)
-        src = np.concatenate((telemetry, (roll, pitch, speed, float(flat), float(not flat), 0.0),
-                              self._contacts(telemetry[self._feet]), self._held_delta_yaws_rad, self._held_scan))
-        head = src[self._head_src].astype(_F32)
-        head -= self._head_offset
-        head *= self._head_scale
+        self._src_step[...] = (roll, pitch, speed, flat, not flat, *self._contacts(self._src_feet.tolist()))
+        head = self._head
+        self._src.take(self._head_src, out=head)  # rounds to float32 on the way
+        np.subtract(head, self._head_offset, out=head)
+        np.multiply(head, self._head_scale, out=head)
         # clip(-100, 100), as training clips the whole vector: history entries are stored clipped (clip
         # commutes with storing) and priv_latent is 0, so the head is all that needs it; minimum/maximum
-        # equal np.clip on finite values (all are) without its wrapper's cost
-        np.minimum(head, _F32(L.OBS_CLIP), out=head)
-        np.maximum(head, _F32(-L.OBS_CLIP), out=head)
+        # with bound vectors equal np.clip on finite values (all are) without its wrapper's cost
+        np.minimum(head, self._head_clip_hi, out=head)
+        np.maximum(head, self._head_clip_lo, out=head)
         # obs[PRIV_LATENT] stays zero: unused by the history-encoder path (module docstring); the
         # history is as it was BEFORE this step (spec §1.4)
-        obs = np.concatenate((head, self._zero_priv_latent, self._history_flat))
+        obs = self._obs.copy()
 
-        # ---- then update the history: fill at episode steps 0 and 1, shift afterwards. The delta-yaw
-        # slots are never written (copyto's mask), so they stay the zeros training stores there
+        # ---- then update the history in place: fill at episode steps 0 and 1, shift afterwards. The
+        # delta-yaw slots are never written (copyto's mask), so they stay the zeros training stores there
         if episode_step <= 1:
-            np.copyto(self._history, head[L.PROPRIO], where=self._history_mask)
+            np.copyto(self._history, self._head_proprio, where=self._history_mask)
         else:
             self._history_older[...] = self._history_newer
-            np.copyto(self._history_last, head[L.PROPRIO], where=self._history_mask)
+            np.copyto(self._history_last, self._head_proprio, where=self._history_mask)
 
         self._global_step = counter
         self._episode_step = episode_step
@@ -358,13 +358,14 @@ class ObservationBuilder:
         h = self._latest_scan_m.astype(_F32)
         return np.clip(h - _F32(L.SCAN_HEIGHT_OFFSET_M), -_F32(L.SCAN_CLIP), _F32(L.SCAN_CLIP))
 
-    def _contacts(self, force_policy_n: np.ndarray) -> np.ndarray:
+    def _contacts(self, force_robot_n: list[float]) -> list[bool]:
         """|F| > threshold now OR at the previous control step, feet FL, FR, RL, RR (policy order); the
-        gather's offset and scale make CONTACT_OFF / CONTACT_ON of it."""
-        now = force_policy_n > self._contact_threshold_n
-        contact = now if self._prev_contact is None else (now | self._prev_contact)
-        self._prev_contact = now
-        return contact
+        gather's offset and scale make CONTACT_OFF / CONTACT_ON of it. Four Python floats cost less
+        than four numpy calls."""
+        threshold = self._contact_threshold_n
+        now = [force_robot_n[i] > threshold for i in self._policy_feet_order]
+        prev, self._prev_contact = self._prev_contact, now
+        return now if prev is None else [a or b for a, b in zip(now, prev)]
 
     def _receive_scan(self, height_scan: HeightScan) -> np.ndarray:
         h = np.asarray(height_scan.base_height_above_hit_m, dtype=np.float64)
@@ -395,35 +396,44 @@ class ObservationBuilder:
 
     # -------------------------------------------------------------------------- validation
     def _telemetry_layout(self, profile: RobotProfile) -> None:
-        """Precomputed gathers, so ``build`` costs a few numpy calls instead of dozens per control step.
+        """The source vector and precomputed gather, so ``build`` costs a dozen numpy calls, not dozens.
 
-        ``build`` concatenates the state's vectors (q, qd, quat, gyro, foot forces), the last action and
-        the body velocity once and checks them with one reduction; then it concatenates every other
-        per-step input of the head (roll, pitch, speed, flags, held yaws, contacts, held scan) after
-        them into one source vector, and one gather with per-slot offset and scale (policy order) makes
-        the proprio, scan and priv_explicit blocks.
+        One float64 source vector holds every input of the head: the state's vectors (q, qd, quat, gyro,
+        foot forces), the last action and the body velocity (written and checked with one reduction each
+        build), then roll, pitch, speed, the flags and the contacts (one write each build), a constant
+        zero, and the held delta yaws and scan (written on refresh steps). One gather with per-slot offset
+        and scale (policy order) makes the proprio, scan and priv_explicit blocks of the head, in place
+        in a persistent observation whose history block is updated in place too; build returns a copy.
         """
         nj, nf = profile.num_joints, profile.num_feet
         self._fields = (("joint_pos_rad", nj), ("joint_vel_rad_s", nj), ("base_quat_wxyz", 4),
                         ("base_ang_vel_body_rad_s", 3), ("foot_force_n", nf))
         start = np.cumsum([0] + [n for _, n in self._fields])
         q0, qd0, quat0, gyro0, feet0 = (int(v) for v in start[:-1])
-        self._quat = slice(quat0, quat0 + 4)
-        self._feet = feet0 + self._policy_feet_from_robot
+        self._policy_feet_order = tuple(int(i) for i in self._policy_feet_from_robot)
         # state fields, then last action (nj), then body velocity (3): the shapes build() expects
         self._shapes = tuple((n,) for _, n in self._fields) + ((nj,), (3,))
-        self._zero_priv_latent = np.zeros(L.NUM_PRIV_LATENT, dtype=_F32)
         self._history_mask = np.ones(L.NUM_PROPRIO, dtype=bool)
         self._history_mask[L.DELTA_YAWS] = False  # training stores the history with the delta yaws zeroed
 
-        # the source vector build() concatenates, in this order, and where each head slot reads it
+        # the source vector, in this order, and where each head slot reads it
         last0 = int(start[-1])
         vel0 = last0 + nj
-        self._velocity = slice(vel0, vel0 + 3)
-        roll_i, pitch_i, speed_i, flat_i, not_flat_i, zero_i = range(vel0 + 3, vel0 + 9)
-        contact0 = zero_i + 1
-        yaw0 = contact0 + nf
+        telemetry_end = vel0 + 3
+        roll_i, pitch_i, speed_i, flat_i, not_flat_i = range(telemetry_end, telemetry_end + 5)
+        contact0 = not_flat_i + 1
+        zero_i = contact0 + nf
+        yaw0 = zero_i + 1
         scan0 = yaw0 + 2
+        self._src = np.zeros(scan0 + L.NUM_SCAN, dtype=np.float64)
+        self._src_telemetry = self._src[:telemetry_end]
+        self._velocity = slice(vel0, telemetry_end)
+        self._src_quat = self._src[quat0:quat0 + 4]
+        self._src_feet = self._src[feet0:feet0 + nf]
+        self._src_step = self._src[roll_i:zero_i]  # roll, pitch, speed, flat, not flat, contacts
+        self._src_delta_yaws = self._src[yaw0:yaw0 + 2]
+        self._src_scan = self._src[scan0:]
+
         head = L.PRIV_EXPLICIT.stop
         src = np.full(head, -1, dtype=np.int64)
         offset = np.zeros(head, dtype=_F32)
@@ -454,23 +464,33 @@ class ObservationBuilder:
         src[src < 0] = zero_i  # the constant-zero slots (5, 8:10, the rest of priv_explicit)
         # (x - 0) * 1 is x exactly, so the terms without offset or scale pass through unchanged
         self._head_src, self._head_offset, self._head_scale = src, offset, scale
+        self._head_clip_hi = np.full(head, L.OBS_CLIP, dtype=_F32)
+        self._head_clip_lo = -self._head_clip_hi
 
-    def _telemetry(self, state: RobotState, last_action_policy: np.ndarray) -> np.ndarray:
-        """The state's vectors, the last action and the body velocity as one float64 array; ValueError
-        naming the field when one is malformed. A body velocity that is not three finite numbers (NaN:
-        "unknown") becomes zeros, priv_explicit's documented fallback."""
+        # the observation build() returns copies of: head, priv_latent (zeros), history (oldest first)
+        self._obs = np.zeros(L.OBS_DIM, dtype=_F32)
+        self._head, self._head_proprio = self._obs[:head], self._obs[L.PROPRIO]
+        self._history = self._obs[L.HISTORY].reshape(L.HISTORY_LENGTH, L.NUM_PROPRIO)
+        h = self._history  # views made once: build() shifts and appends through them
+        self._history_older, self._history_newer, self._history_last = h[:-1], h[1:], h[-1]
+
+    def _telemetry(self, state: RobotState, last_action_policy: np.ndarray) -> None:
+        """Write the state's vectors, the last action and the body velocity into the source vector
+        (float64); ValueError naming the field when one is malformed. A body velocity that is not three
+        finite numbers (NaN: "unknown") becomes zeros, priv_explicit's documented fallback."""
         parts = (state.joint_pos_rad, state.joint_vel_rad_s, state.base_quat_wxyz, state.base_ang_vel_body_rad_s,
                  state.foot_force_n, last_action_policy, state.base_lin_vel_body_m_s)  # the order of self._shapes
+        buf = self._src_telemetry
         try:  # fast path, every control step: ndarrays of the right shapes, all finite (one reduction)
             if (parts[0].shape, parts[1].shape, parts[2].shape, parts[3].shape, parts[4].shape, parts[5].shape,
                     parts[6].shape) == self._shapes:
-                buf = np.concatenate(parts, dtype=np.float64)
+                np.concatenate(parts, out=buf)
                 if math.isfinite(buf.dot(buf)):  # x.x: finite only if every entry is (no NaN of inf - inf)
-                    return buf
+                    return
                 head = buf[:self._velocity.start]
                 if math.isfinite(head.dot(head)):  # a robot: velocity unknown (NaN)
                     buf[self._velocity] = 0.0
-                    return buf
+                    return
         except (AttributeError, TypeError, ValueError):
             pass
         # slow path: the precise message, in field order; an unknown velocity becomes zeros
@@ -483,7 +503,7 @@ class ObservationBuilder:
             v = np.zeros(3)
         if v.shape != (3,) or not np.all(np.isfinite(v)):
             v = np.zeros(3)
-        return np.concatenate(parts[:6] + (v,), dtype=np.float64)  # finite values (a sum may have overflowed)
+        np.concatenate(parts[:6] + (v,), out=buf)  # finite values (a sum may have overflowed)
 
     @staticmethod
     def _vector(value: np.ndarray, n: int, what: str, *, allow_neg_inf: bool = False) -> np.ndarray:
