@@ -53,6 +53,20 @@ def test_clip_applies_to_targets_but_not_to_last_raw_action():
     np.testing.assert_allclose(m.applied_action_policy, np.clip(a, -4.8, 4.8))
 
 
+def test_last_raw_action_is_a_read_only_snapshot():
+    """The mapper hands its own array to the next build (no copy per step): read-only, and not the caller's."""
+    m = ActionMapper(PROFILE, delay_steps=1)
+    raw = np.linspace(-1.0, 1.0, 12)
+    m.step(raw)
+    raw[:] = 5.0  # the caller reuses its buffer
+    np.testing.assert_array_equal(m.last_raw_action, np.linspace(-1.0, 1.0, 12))
+    with pytest.raises(ValueError, match="read-only"):
+        m.last_raw_action[0] = 1.0
+    m.reset()
+    with pytest.raises(ValueError, match="read-only"):
+        m.last_raw_action[0] = 1.0
+
+
 def test_student_one_step_delay_and_reset():
     m = ActionMapper.for_kind(PROFILE, "student")
     assert m.delay_steps == 1

@@ -15,12 +15,12 @@ The observation's "last action" term is the raw a of the latest call: unclipped 
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
 
 from krabby.hal.robot_profile import RobotProfile
+from krabby.hal.types import all_finite
 
 DELAY_STEPS_BY_KIND: dict[str, int] = {"teacher": 0, "student": 1}
 """Training's action delay: teacher use_delay False; student use_delay True with delay 1 (spec §3)."""
@@ -38,7 +38,9 @@ class ActionMapper:
         self._robot_from_policy = profile.robot_from_policy
         self._default_pos_policy_rad = profile.to_policy_order(profile.default_pos_rad).astype(np.float64)
         self._scale = float(profile.action_scale)
-        self._clip = float(profile.action_clip)
+        self._clip_hi = np.full(self._num_joints, float(profile.action_clip))
+        self._clip_lo = -self._clip_hi
+        self._target_policy_rad = np.empty(self._num_joints)  # scratch: step() returns a reordered copy
         self._applied: Optional[np.ndarray] = None
         self.reset()
 
@@ -51,16 +53,19 @@ class ActionMapper:
 
     def reset(self) -> None:
         """New episode: action history and last raw action become zeros (as the training reset)."""
-        self._history = np.zeros((self.delay_steps + 1, self._num_joints), dtype=np.float64)
+        zeros = np.zeros(self._num_joints, dtype=np.float64)
+        zeros.flags.writeable = False
+        self._recent = [zeros] * (self.delay_steps + 1)  # oldest first; each entry read-only, never written
         self._applied = None
 
     @property
     def last_raw_action(self) -> np.ndarray:
-        """Raw policy output of the latest ``step`` (policy order, unclipped, undelayed); zeros after reset.
+        """Raw policy output of the latest ``step`` (policy order, unclipped, undelayed, float64, read-only);
+        zeros after reset.
 
         This is what the next observation's last-action term must hold.
         """
-        return self._history[-1].copy()
+        return self._recent[-1]
 
     @property
     def applied_action_policy(self) -> Optional[np.ndarray]:
@@ -72,19 +77,21 @@ class ActionMapper:
 
         Raises ValueError for a wrong shape or non-finite entries (a NaN must never become a target).
         """
-        a = np.asarray(raw_action_policy, dtype=np.float64)
+        a = np.array(raw_action_policy, dtype=np.float64)  # a copy: the history must not alias the caller's array
         if a.shape == (1, self._num_joints):  # a batch of one, as the networks return it
             a = a[0]
         if a.shape != (self._num_joints,):
             raise ValueError(f"policy action must have shape ({self._num_joints},), got {np.shape(raw_action_policy)}")
-        # one reduction on the fast path (this runs every control step); finite values whose sum overflows pass too
-        if not math.isfinite(np.add.reduce(a)) and not np.all(np.isfinite(a)):
+        if not all_finite(a):
             raise ValueError(f"policy action has non-finite entries at {np.flatnonzero(~np.isfinite(a)).tolist()}")
-        if self.delay_steps:
-            self._history[:-1] = self._history[1:]
-        self._history[-1] = a
-        delayed = self._history[-1 - self.delay_steps]
-        clipped = np.maximum(np.minimum(delayed, self._clip), -self._clip)  # = np.clip on finite values, cheaper
+        a.flags.writeable = False
+        recent = self._recent
+        recent.append(a)
+        del recent[0]
+        delayed = recent[0]  # delay_steps back: the current a when there is no delay
+        # = np.clip on finite values, without its wrapper's cost
+        clipped = np.maximum(np.minimum(delayed, self._clip_hi), self._clip_lo)
         self._applied = clipped
-        target_policy_rad = self._default_pos_policy_rad + self._scale * clipped
-        return target_policy_rad[self._robot_from_policy]
+        np.multiply(clipped, self._scale, out=self._target_policy_rad)
+        np.add(self._target_policy_rad, self._default_pos_policy_rad, out=self._target_policy_rad)
+        return self._target_policy_rad.take(self._robot_from_policy)
