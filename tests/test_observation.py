@@ -471,3 +471,18 @@ def test_observations_are_independent_arrays_and_a_refused_build_leaves_no_trace
     np.testing.assert_array_equal(clean.build(s1, nav(), last_action_policy=ZERO_ACTION, height_scan=scan()), snapshot)
     np.testing.assert_array_equal(clean.build(s2, nav(), last_action_policy=ZERO_ACTION, height_scan=scan()), o2)
     assert (o1 == 7.0).all() and not np.shares_memory(o1, o2)
+
+
+def test_student_reads_a_repeated_depth_frame_object_once_and_a_new_one_at_the_next_refresh():
+    """The client passes the latest-only DepthFrame every step; only a new object is new data."""
+    b = ObservationBuilder(PROFILE, kind="student")
+    near, far = depth_frame(0.5, stamp_ns=1), depth_frame(2.0, stamp_ns=2)
+    b.build(make_state(), nav(), last_action_policy=ZERO_ACTION, depth=near)  # step 0: refill with `near`
+    for _ in range(4):
+        b.build(make_state(), nav(), last_action_policy=ZERO_ACTION, depth=near)
+    b.build(make_state(), nav(), last_action_policy=ZERO_ACTION, depth=far)  # step 5: refresh shifts `far` in
+    assert b.is_refresh_step and b.depth_for_encoder_stamp_ns == 1
+    b.build(make_state(), nav(), last_action_policy=ZERO_ACTION, depth=far)
+    for _ in range(4):
+        b.build(make_state(), nav(), last_action_policy=ZERO_ACTION, depth=far)
+    assert b.is_refresh_step and b.depth_for_encoder_stamp_ns == 2  # step 10: the encoder sees `far`

@@ -50,7 +50,9 @@ the ``ActionMapper``'s and is reset separately.
 
 Inputs that are slower than the control loop: the builder remembers the newest ``HeightScan``
 and ``DepthFrame`` passed to any build (latest-only, like a sensor buffer) and reads them only
-on refresh / refill steps, so a camera at 10 Hz need not be aligned to the counter.
+on refresh / refill steps, so a camera at 10 Hz need not be aligned to the counter. A sample is
+treated as immutable, as the HAL delivers them: passing the same object again (the latest-only
+buffer between two frames) is not checked or copied a second time; pass a new object for new data.
 
 Terms without a real-world source (documented choices):
 
@@ -202,6 +204,7 @@ class ObservationBuilder:
         self._latest_scan_m: Optional[np.ndarray] = None
         self._scan_seen: Optional[HeightScan] = None  # the HeightScan behind _latest_scan_m
         self._latest_depth: Optional[_LatestDepth] = None
+        self._depth_seen: Optional[DepthFrame] = None  # the DepthFrame behind _latest_depth
         self._depth_buffer: Optional[np.ndarray] = None  # (DEPTH_BUFFER_LEN, 58, 87)
         self._depth_buffer_stamps_ns: list[int] = []
         self.reset()
@@ -283,8 +286,9 @@ class ObservationBuilder:
         if height_scan is not None and height_scan is not self._scan_seen:
             self._latest_scan_m = self._receive_scan(height_scan)
             self._scan_seen = height_scan  # telemetry samples are immutable: the same object needs no second check
-        if depth is not None and self._depth is not None:
-            self._latest_depth = self._receive_depth(depth)
+        if depth is not None and self._depth is not None and depth is not self._depth_seen:
+            self._latest_depth = self._receive_depth(depth)  # a camera at 10 Hz: 4 of 5 steps pass the same frame
+            self._depth_seen = depth
 
         held_scan = self._scan() if refresh else None
         needs_depth = self._depth is not None and (refresh or self._depth_needs_fill)
