@@ -1,10 +1,10 @@
 """close() wakes the HAL's background threads at once, over real sockets (inproc and tcp on 127.0.0.1).
 
-The command channel's ROUTER thread and the client's telemetry thread each poll their socket together
-with a doorbell (``zmq_io.Doorbell``) that ``close()`` rings, so they stop on the ring instead of at
-their next poll timeout. These tests check the mechanism, not a duration: the poll that ended each
-thread returned because something woke it. Close latency in milliseconds is ``bench/hal_close.py``.
-"""
+The command channel's ROUTER thread, the client's telemetry thread and the CURVE authenticator (ZAP)
+thread each poll their socket together with a doorbell (``zmq_io.Doorbell``) that ``close()`` rings,
+so they stop on the ring instead of at their next poll timeout. These tests check the mechanism, not
+a duration: with the safety-net poll timeouts raised to a minute, the poll that ended each thread
+returned because something woke it. Close latency in milliseconds: ``bench/hal_close.py``."""
 
 from __future__ import annotations
 
@@ -15,11 +15,17 @@ import time
 import pytest
 import zmq
 
+from conftest import make_curve_keys
+from krabby.hal import client as hal_client
+from krabby.hal import command_channel
+from krabby.hal.deploy import curve
 from krabby.hal.protocol import Kind
 from test_hal import make_client, make_server
+from test_security import secure_client, secure_server
 
 COMMAND_THREAD = "krabby-hal-commands"
 CLIENT_TELEMETRY_THREAD = "krabby-hal-telemetry"
+ZAP_THREAD = "krabby-hal-zap"
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +36,7 @@ def quiet_logs(caplog):
 
 @pytest.fixture
 def polls(monkeypatch):
-    """Every ``zmq.Poller.poll`` made from now on, as (thread name, timeout ms, returned events?)."""
+    """Every ``zmq.Poller.poll`` and ``Socket.poll`` from now on: (thread name, timeout ms, returned events?)."""
     record: list[tuple[str, int | None, bool]] = []
 
     class RecordingPoller(zmq.Poller):  # the real poller; it only notes what each poll returned
@@ -40,7 +46,18 @@ def polls(monkeypatch):
             return events
 
     monkeypatch.setattr(zmq, "Poller", RecordingPoller)
+    monkeypatch.setattr(zmq.Socket, "_poller_class", RecordingPoller)  # what Socket.poll builds
     return record
+
+
+@pytest.fixture
+def no_timeouts(monkeypatch):
+    """A minute for every safety-net poll timeout: no thread can stop at one during a test.
+    (raising=False: the code before the doorbell had fixed timeouts, and these tests must fail there.)"""
+    monkeypatch.setattr(command_channel, "IDLE_POLL_MS", 60_000, raising=False)
+    monkeypatch.setattr(hal_client, "IDLE_POLL_MS", 60_000, raising=False)
+    monkeypatch.setattr(curve._ZapHandler, "POLL_MS", 60_000, raising=False)
+    monkeypatch.setattr(curve._ZapHandler, "PRUNE_S", 3600.0)  # only close() may stop it, not its own prune
 
 
 def last_poll(polls, thread_name):
@@ -93,7 +110,7 @@ def _poller(sock):
 
 
 @pytest.mark.parametrize("transport", ["inproc", "tcp"])
-def test_server_close_wakes_the_command_thread(profile, zmq_context, polls, transport):
+def test_server_close_wakes_the_command_thread(profile, zmq_context, polls, no_timeouts, transport):
     server = make_server(profile, zmq_context, transport)
     thread = server._thread
     try:
@@ -107,7 +124,7 @@ def test_server_close_wakes_the_command_thread(profile, zmq_context, polls, tran
 
 
 @pytest.mark.parametrize("transport", ["inproc", "tcp"])
-def test_client_close_wakes_the_telemetry_thread(profile, zmq_context, polls, transport):
+def test_client_close_wakes_the_telemetry_thread(profile, zmq_context, polls, no_timeouts, transport):
     server = make_server(profile, zmq_context, transport)
     client = None
     try:
@@ -128,3 +145,18 @@ def test_client_close_wakes_the_telemetry_thread(profile, zmq_context, polls, tr
         if client is not None:
             client.close()
         server.close()
+
+
+def test_server_close_wakes_the_curve_authenticator_thread(profile, zmq_context, polls, no_timeouts, tmp_path):
+    keys = make_curve_keys(tmp_path)
+    server = secure_server(profile, zmq_context, keys)
+    client = secure_client(server, zmq_context, keys)
+    try:
+        client.connect()  # the ZAP thread answered this handshake
+        assert server.config.security.stats["accepted"] >= 1
+    finally:
+        client.close()
+        server.close()
+    assert curve.running_authenticators() == 0
+    name, timeout_ms, woke = last_poll(polls, ZAP_THREAD)
+    assert woke, f"the ZAP thread noticed close() at its {timeout_ms} ms poll timeout, not at once"
