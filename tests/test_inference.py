@@ -35,6 +35,7 @@ def run_loop(profile, ckpt, steps, tmp_path, **opts):
     client = ParkourInferenceClient(HalClientConfig(obs, cmd), ModelWeights(str(ckpt)), 50.0, transport_context=ctx,
                                     options=InferenceOptions(lockstep=True, **{"max_obs_age_s": 1.0, **opts}))
     client.initialize()
+    assert server.wait_for_subscriber(5.0)  # else the first tick can go out before the subscription is applied
     running = threading.Event()
     running.set()
     client.start_thread(running)
@@ -79,6 +80,7 @@ def test_never_acts_on_stale_telemetry(profile, teacher_ckpt):
     client = ParkourInferenceClient(HalClientConfig(obs, cmd), ModelWeights(str(teacher_ckpt)), 50.0, transport_context=ctx,
                                     options=InferenceOptions(max_obs_age_s=0.02))
     client.initialize()
+    assert server.wait_for_subscriber(5.0)  # else the first tick can go out before the subscription is applied
     try:
         server.tick()
         sample = client.hal.wait_new(Kind.STATE, 1.0)
@@ -100,6 +102,7 @@ def test_episode_change_resets_history_on_the_first_state_of_the_episode(profile
     server = HalServer(backend, cfg, context=ctx).start()
     client = ParkourInferenceClient(HalClientConfig(obs, cmd), ModelWeights(str(teacher_ckpt)), 50.0, transport_context=ctx)
     client.initialize()
+    assert server.wait_for_subscriber(5.0)  # else the first tick can go out before the subscription is applied
     try:
         steps = []
         for episode in (0, 0, 0, 1, 1):
@@ -146,6 +149,7 @@ def test_no_commands_while_the_hal_refuses_them(profile, teacher_ckpt):
     server = HalServer(LoopbackTestDouble(profile), HalServerConfig(obs, cmd, status_rate_hz=1e6), context=ctx).start()
     client = ParkourInferenceClient(HalClientConfig(obs, cmd), ModelWeights(str(teacher_ckpt)), 50.0, transport_context=ctx)
     client.initialize()
+    assert server.wait_for_subscriber(5.0)  # else the first tick can go out before the subscription is applied
     try:
         for _ in range(3):
             server.tick()

@@ -34,7 +34,7 @@ from .protocol import (
 from .ratelimit import RateLimitedLog
 from .robot_profile import RobotProfile, profile_from_dict
 from .telemetry_gate import TelemetryGate
-from .zmq_io import drain, recv_frames, send_frames
+from .zmq_io import IDLE_POLL_MS, Doorbell, drain, recv_frames, send_frames
 from .types import DepthFrame, HeightScan, NavigationCommand, RobotState
 
 log = logging.getLogger("krabby.hal.client")
@@ -103,6 +103,7 @@ class HalClient:
         self._gate = TelemetryGate(self.stats)
         self._retired: deque[int] = deque(maxlen=8)  # sessions we left: their stragglers trigger nothing
         self._rx_thread: threading.Thread | None = None
+        self._rx_bell: Doorbell | None = None  # close() rings it: the telemetry thread wakes at once
         self._session_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._interrupted = False  # interrupt(): wait_new returns None at once until the next connect()
@@ -119,6 +120,7 @@ class HalClient:
         self._interrupted = False
         welcome = self._handshake()
         if self._rx_thread is None:
+            self._rx_bell = Doorbell(self.context, "hal-client-telemetry")
             ready = threading.Event()
             self._rx_thread = threading.Thread(target=self._receive, args=(ready,), name="krabby-hal-telemetry", daemon=True)
             self._rx_thread.start()
@@ -139,10 +141,15 @@ class HalClient:
         self.interrupt()
         self._stop.set()
         self._rehandshake_wanted.set()  # wakes the session thread
+        if self._rx_bell is not None:
+            self._rx_bell.ring()  # wakes the telemetry thread
         for t in (self._rx_thread, self._session_thread):
             if t is not None:
                 t.join(timeout=2.0 + self.config.handshake_timeout_s)
         self._rx_thread = self._session_thread = None
+        if self._rx_bell is not None:
+            self._rx_bell.close()
+            self._rx_bell = None
         with self._cmd_lock:
             if self._dealer is not None:
                 self._dealer.close(linger=0)
@@ -264,13 +271,18 @@ class HalClient:
         for t in (Topic.STATE, Topic.DEPTH, Topic.HEIGHT_SCAN, Topic.NAVIGATION, Topic.STATUS):
             sub.setsockopt(zmq.SUBSCRIBE, t)
         sub.connect(self.config.observation_endpoint)
+        assert self._rx_bell is not None
+        bell = self._rx_bell.receiver()
         poller = zmq.Poller()  # made once: Socket.poll builds a new Poller on every call
         poller.register(sub, zmq.POLLIN)
+        poller.register(bell, zmq.POLLIN)
         ready.set()
         try:
             while not self._stop.is_set():
-                if not poller.poll(20):
+                if not poller.poll(IDLE_POLL_MS):
                     continue
+                if self._stop.is_set():
+                    break  # only close() rings the doorbell
                 for frames in drain(sub):
                     try:
                         self._on_telemetry(frames)
@@ -278,6 +290,7 @@ class HalClient:
                         self.stats["malformed"] += 1
                         self._warn("decode_failed", "dropped a telemetry message that failed to decode", exc_info=True)
         finally:
+            bell.close(linger=0)
             sub.close(linger=0)
 
     def _on_telemetry(self, frames: list) -> None:

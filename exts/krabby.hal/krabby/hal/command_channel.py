@@ -32,7 +32,7 @@ from . import clock
 from .protocol import HEADER, PROTOCOL_VERSION, Ack, DType, Kind, ProtocolError, Reason, decode, encode
 from .ratelimit import RateLimitedLog, TokenBucket
 from .safety import CONTROL_ACTIONS, ClientSession
-from .zmq_io import drain, send_frames
+from .zmq_io import IDLE_POLL_MS, Doorbell, drain, send_frames
 
 log = logging.getLogger("krabby.hal.server")
 
@@ -60,6 +60,7 @@ class CommandChannel:
         self.peers: dict[bytes, Peer] = {}
         self.thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._bell: Doorbell | None = None  # close() rings it: the thread wakes at once, not at a poll timeout
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._hello_bucket = TokenBucket(HELLO_RATE_PER_S, HELLO_BURST)
@@ -70,6 +71,8 @@ class CommandChannel:
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._stop.clear()
+        self._ready.clear()
+        self._bell = Doorbell(self.server.context, "hal-commands")
         self.thread = threading.Thread(target=self._serve, name="krabby-hal-commands", daemon=True)
         self.thread.start()
         self._ready.wait(5.0)
@@ -78,9 +81,14 @@ class CommandChannel:
 
     def close(self) -> None:
         self._stop.set()
+        if self._bell is not None:
+            self._bell.ring()
         if self.thread is not None:
             self.thread.join(timeout=2.0)
             self.thread = None
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
 
     def _serve(self) -> None:
         cfg = self.server.config
@@ -89,24 +97,32 @@ class CommandChannel:
         router.rcvhwm = cfg.command_rcvhwm
         router.sndhwm = cfg.command_rcvhwm
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full pipe raises instead of dropping the reply silently
+        bell = None
         try:
             if cfg.security is not None and cfg.command_bind.startswith("tcp://"):
                 cfg.security.apply_to_server_socket(router, telemetry=False)
             self.server._bind(router, cfg.command_bind, "command")
+            assert self._bell is not None
+            bell = self._bell.receiver()
         except BaseException as e:  # reported to start() in the caller's thread
             self._error = e
             router.close(0)
+            if bell is not None:
+                bell.close(0)
             self._ready.set()
             return
         self._ready.set()
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
+        poller.register(bell, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 if self._backlog:
-                    self._flush_backlog(router)
-                if not poller.poll(1 if self._backlog else 20):
+                    self._flush_backlog(router)  # retried every 1 ms while replies wait for a slow reader
+                if not poller.poll(1 if self._backlog else IDLE_POLL_MS):
                     continue
+                if self._stop.is_set():
+                    break  # only close() rings the doorbell
                 for frames in drain(router):
                     try:
                         reply = self.handle(frames)
@@ -117,6 +133,7 @@ class CommandChannel:
                     if reply is not None:
                         self._send(router, reply)
         finally:
+            bell.close(linger=0)
             router.close(linger=0)
 
     # ------------------------------------------------------------------------------- replies

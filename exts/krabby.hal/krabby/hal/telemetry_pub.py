@@ -25,7 +25,6 @@ import socket
 import struct
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from typing import Any
 
@@ -34,7 +33,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .protocol import TOPIC_OF_KIND, TELEMETRY_KINDS, Kind
 from .ratelimit import RateLimitedLog
-from .zmq_io import drain, send_frames
+from .zmq_io import Doorbell, drain, send_frames
 
 log = logging.getLogger("krabby.hal.server")
 
@@ -76,9 +75,8 @@ class TelemetryPublisher:
                  warn: RateLimitedLog, bind: Any):
         self.context, self.endpoint, self.sndhwm, self.security = context, endpoint, sndhwm, security
         self.stats, self._warn, self._bind = stats, warn, bind
-        self._doorbell = f"inproc://krabby-hal-telemetry-{uuid.uuid4().hex}"
         self._queue: deque = deque(maxlen=QUEUE_LEN)
-        self._push: zmq.Socket | None = None
+        self._bell: Doorbell | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -88,11 +86,7 @@ class TelemetryPublisher:
         self._port: int | None = None
 
     def start(self) -> None:
-        push = self.context.socket(zmq.PUSH)
-        push.linger = 0
-        push.sndhwm = DOORBELL_HWM
-        push.bind(self._doorbell)
-        self._push = push
+        self._bell = Doorbell(self.context, "hal-telemetry", hwm=DOORBELL_HWM)
         self._thread = threading.Thread(target=self._serve, name="krabby-hal-telemetry-pub", daemon=True)
         self._thread.start()
         self._ready.wait(5.0)
@@ -104,7 +98,7 @@ class TelemetryPublisher:
         """Queue one message for publication (never blocks); False when it pushed out an older one (counted).
 
         It is forwarded at the next ``ring()``: a tick queues all its messages, then rings once."""
-        assert self._push is not None, "TelemetryPublisher.start() was not called"
+        assert self._bell is not None, "TelemetryPublisher.start() was not called"
         full = len(self._queue) == QUEUE_LEN
         self._queue.append(frames)  # deque(maxlen): drops the oldest when full
         if full:
@@ -113,28 +107,24 @@ class TelemetryPublisher:
 
     def ring(self) -> None:
         """Wake the thread to forward everything queued."""
-        assert self._push is not None, "TelemetryPublisher.start() was not called"
-        try:
-            self._push.send(b"", zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # a ring is already pending: the thread drains the whole queue on each one
+        assert self._bell is not None, "TelemetryPublisher.start() was not called"
+        self._bell.ring()  # when refused, a ring is already pending: the thread drains the whole queue on each one
 
     def close(self) -> None:
         self._stop.set()
-        if self._push is not None:
-            self.ring()  # wake the thread now instead of at its next poll timeout
+        if self._bell is not None:
+            self._bell.ring()  # wake the thread now instead of at its next poll timeout
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
-        if self._push is not None:
-            self._push.close(linger=0)
-            self._push = None
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
 
     # ------------------------------------------------------------------------------ the thread
     def _serve(self) -> None:
         xpub = self.context.socket(zmq.XPUB)
-        pull = self.context.socket(zmq.PULL)
-        monitor = None
+        pull = monitor = None
         tcp = self.endpoint.startswith("tcp://")
         try:
             xpub.linger = 0
@@ -150,9 +140,8 @@ class TelemetryPublisher:
             self._bind(xpub, self.endpoint, "observation")
             if tcp:
                 self._port = int(xpub.getsockopt_string(zmq.LAST_ENDPOINT).rpartition(":")[2])
-            pull.linger = 0
-            pull.rcvhwm = DOORBELL_HWM
-            pull.connect(self._doorbell)
+            assert self._bell is not None
+            pull = self._bell.receiver()
         except BaseException as e:  # reported to start() in the caller's thread
             self._error = e
             for s in (monitor, pull, xpub):

@@ -38,6 +38,7 @@ from typing import Callable
 import zmq
 from zmq.utils import z85
 
+from ..zmq_io import Doorbell
 from .keys import (
     PUBLIC_SUFFIX,
     SECRET_SUFFIX,
@@ -65,6 +66,7 @@ class _ZapHandler:
     """The ZAP (RFC 27) endpoint of one zmq.Context; answers CURVE handshakes by domain policy."""
 
     PRUNE_S = 0.25  # how often the thread checks whether the sockets it serves were closed
+    POLL_MS = 50  # the thread's poll timeout: it wakes for the prune (close() rings a doorbell instead)
 
     def __init__(self, context: zmq.Context):
         self.context = context
@@ -72,6 +74,7 @@ class _ZapHandler:
         self.domains: dict[bytes, _Policy] = {}
         self.sockets: list[tuple[zmq.Socket, bytes]] = []
         self._stop = threading.Event()
+        self._bell = Doorbell(context, "hal-zap")  # _release() rings it: the thread stops at once
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="krabby-hal-zap", daemon=True)
@@ -106,17 +109,25 @@ class _ZapHandler:
                 time.sleep(0.01)
 
     def _run(self) -> None:
+        bell = self._bell.receiver()
         try:
             sock = self._bind()
         except BaseException as e:
             self._error = e
+            bell.close(0)
+            self._bell.close()
             self._ready.set()
             return
         self._ready.set()
         next_prune = time.monotonic() + self.PRUNE_S
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(bell, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if sock.poll(50):
+                if poller.poll(self.POLL_MS):
+                    if self._stop.is_set():
+                        break  # only _release() rings the doorbell
                     try:
                         request = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
@@ -142,6 +153,8 @@ class _ZapHandler:
             except zmq.ZMQError:
                 pass
             sock.close(0)
+            bell.close(0)
+            self._bell.close()  # here too: a handler that retired itself is never released
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
         # request: version, request id, domain, address, identity, mechanism, credentials...
@@ -199,6 +212,7 @@ def _release(handlers: list["_ZapHandler"]) -> None:
     for h in handlers:
         if h.stopping:
             h._stop.set()
+            h._bell.ring()
             if h.thread.is_alive() and h.thread is not threading.current_thread():
                 h.thread.join(2.0)
 
