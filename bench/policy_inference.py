@@ -74,15 +74,10 @@ def random_checkpoint(kind: str) -> dict[str, object]:
 
 
 def bare_torch(weights: PolicyWeights) -> dict[str, torch.nn.Module]:
-    actor = networks.Actor()
-    actor.load_state_dict(weights.actor)
-    est = networks.DefaultEstimator()
-    est.load_state_dict(weights.estimator)
-    mods: dict[str, torch.nn.Module] = {"actor": networks.ActorStep(actor).eval(), "estimator": est.eval()}
-    if weights.depth_encoder is not None:
-        enc = networks.RecurrentDepthBackbone()
-        enc.load_state_dict(weights.depth_encoder)
-        mods["depth"] = networks.DepthEncoderStep(enc).eval()
+    nets = networks.load_networks(weights)
+    mods: dict[str, torch.nn.Module] = {"actor": networks.ActorStep(nets.actor).eval(), "estimator": nets.estimator}
+    if nets.depth_encoder is not None:
+        mods["depth"] = networks.DepthEncoderStep(nets.depth_encoder).eval()
     return mods
 
 
