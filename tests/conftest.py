@@ -59,6 +59,18 @@ def endpoints(transport: str) -> tuple[str, str]:
     return f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}"
 
 
+def loopback_server(profile, ctx: zmq.Context, obs: str, cmd: str, *, security=None, **safety):
+    """A started HalServer on the loopback test double, armed at start (``safety`` sets any other
+    ``SafetyConfig`` field, or overrides that); tcp without ``security`` is allowed, as on 127.0.0.1 only."""
+    from krabby.hal.backends.loopback_double import LoopbackTestDouble
+    from krabby.hal.safety import SafetyConfig
+    from krabby.hal.server import HalServer, HalServerConfig
+
+    cfg = HalServerConfig(obs, cmd, security=security, allow_insecure_tcp=security is None,
+                          safety=SafetyConfig(**{"arm_on_start": True, **safety}))
+    return HalServer(LoopbackTestDouble(profile), cfg, context=ctx).start()
+
+
 def raw_dealer(ctx: zmq.Context, endpoint: str, keys: tuple[Path, Path] | None = None) -> zmq.Socket:
     """A bare DEALER on the command endpoint, as a hand-written peer would open it (no HalClient);
     a CURVE client with the allowed ``policy`` key when ``keys`` (from ``make_curve_keys``) is given."""

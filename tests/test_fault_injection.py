@@ -15,18 +15,17 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, endpoints, free_tcp_port, make_curve_keys, raw_dealer, raw_request, ticking
+from conftest import REPO, endpoints, free_tcp_port, loopback_server, make_curve_keys, raw_dealer, raw_request, ticking
 from krabby.hal import clock
 from krabby.hal import client as client_module
-from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig
 from krabby.hal.testing.faults import LinkPolicy, LossyZmtpProxy, kill_to_safe, spawn_client, wait_ready
 from krabby.hal.testing.fuzz_mutations import rss_bytes
 from krabby.hal.protocol import Kind, Reason, decode, encode, hello_payload
-from krabby.hal.safety import SafetyConfig, SafetyState
+from krabby.hal.safety import SafetyState
 from krabby.hal.deploy.curve import CurveClientKeys, CurveServerKeys
 from krabby.hal.deploy.keys import load_public_key, load_secret_key
-from krabby.hal.server import HalError, HalServer, HalServerConfig
+from krabby.hal.server import HalError
 from krabby.hal.types import ActuatorMode, DepthFrame
 
 
@@ -45,9 +44,7 @@ def make_server(profile, ctx, *, keys=None, obs=None, cmd=None, **safety):
     if obs is None:
         obs, cmd = endpoints("tcp")
     sec = CurveServerKeys.from_dir(keys[0], "robot", keys[1]) if keys else None
-    cfg = HalServerConfig(obs, cmd, security=sec, allow_insecure_tcp=keys is None,
-                          safety=SafetyConfig(**{"arm_on_start": True, **safety}))
-    return HalServer(LoopbackTestDouble(profile), cfg, context=ctx).start()
+    return loopback_server(profile, ctx, obs, cmd, security=sec, **safety)
 
 
 def make_client(obs, cmd, ctx, keys=None, **kw):

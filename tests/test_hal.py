@@ -14,21 +14,18 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, endpoints, raw_dealer, raw_request
+from conftest import REPO, endpoints, loopback_server, raw_dealer, raw_request
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
 from krabby.hal.protocol import HEADER_SIZE, MAGIC, PROTOCOL_VERSION, Ack, DType, Header, Kind, Reason, decode, encode, hello_payload
-from krabby.hal.safety import SafetyConfig, SafetyState
+from krabby.hal.safety import SafetyState
 from krabby.hal.server import HalError, HalServer, HalServerConfig
 from krabby.hal.types import ActuatorMode
 
 
 def make_server(profile, ctx, transport="inproc", **safety):
-    obs, cmd = endpoints(transport)
-    cfg = HalServerConfig(observation_bind=obs, command_bind=cmd, allow_insecure_tcp=True,
-                          safety=SafetyConfig(arm_on_start=True, **safety))
-    return HalServer(LoopbackTestDouble(profile), cfg, context=ctx).start()
+    return loopback_server(profile, ctx, *endpoints(transport), **safety)
 
 
 def make_client(server, ctx, **kw):
@@ -360,8 +357,7 @@ def test_server_restart_under_live_client(profile, zmq_context):
         old_session = server.session_id
         server.close()
         # close freed the ports at once: a new server binds the same addresses immediately
-        server = HalServer(LoopbackTestDouble(profile), HalServerConfig(obs, cmd, allow_insecure_tcp=True,
-                           safety=SafetyConfig(arm_on_start=True)), context=zmq_context).start()
+        server = loopback_server(profile, zmq_context, obs, cmd)
         assert server.session_id != old_session
         # a command built from pre-restart telemetry is never sent
         assert client.send_command(profile.default_pos_rad, old).reason in (Reason.WRONG_SESSION, Reason.TIMEOUT, Reason.NOT_HANDSHAKEN)
