@@ -100,6 +100,26 @@ def test_student_replay(source: str, backend: str, variant: str, ref: dict[str, 
     assert_close(got["actions"], ref[f"student_{variant}_actions"], f"{variant} actions")
 
 
+def test_policy_step_runs_the_encoder_on_refresh_and_after_a_reset(ref: dict[str, np.ndarray]) -> None:
+    """Between refreshes the student acts on what it holds; after a reset nothing is held, so the very
+    next step encodes even off the schedule (a new episode may start at any global step). A teacher never does."""
+    from krabby.parkour import obs_layout as L
+    from krabby.parkour.policy_step import PolicyStep
+
+    step = PolicyStep(get_policy("student/model_0.pt", "torch"))
+    obs = ref["obs"][:, 0].copy()
+    assert step.wants_depth(refresh=False)  # nothing held yet
+    step.encode(ref["depth"][:, 0], obs)
+    first = step.act(obs, use_estimator=False)
+    assert not step.wants_depth(refresh=False) and step.wants_depth(refresh=True)
+    np.testing.assert_array_equal(obs[:, L.DELTA_YAWS], L.PREDICTED_YAW_SCALE * step.yaw_raw)  # the held yaw went into obs
+    step.reset()
+    assert step.latent is None and step.wants_depth(refresh=False)
+    step.encode(ref["depth"][:, 0], obs)
+    assert_close(step.act(obs, use_estimator=False), first, "same first step after a reset")
+    assert not PolicyStep(get_policy("teacher/model_0.pt", "torch")).wants_depth(refresh=True)
+
+
 def test_student_estimator_matches_teacher_estimator(ref: dict[str, np.ndarray]) -> None:
     """Student checkpoints keep the teacher's estimator; exported_deploy embeds the same one."""
     obs = ref["obs"][:, 0]
