@@ -1,7 +1,7 @@
 """The CUDA inference path: fixture parity on the GPU, and batch-1 latency next to the CPU.
 
 Why: a Jetson or a workstation runs the policy with ``--device cuda``; CI has no GPU, so this is run
-by hand where one is lent. It prints two tables.
+by hand where one is lent (without CUDA it says it skipped, and exits 0). It prints two tables.
 
 1. Parity: every upstream-format fixture (../shared/fixtures/parkour, see its README) on the GPU
    against the CPU reference arrays, with PyTorch's default TF32 settings (cuDNN convolutions may
@@ -25,10 +25,9 @@ import numpy as np
 import torch
 
 from krabby.parkour import load_policy
+from krabby.parkour.fixture_replay import load_reference, replay_student
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "parkour"
-ENCODER_PERIOD_STEPS = 5
-YAW_OBS_SCALE = 1.5
 
 
 def set_tf32(on: bool) -> None:
@@ -46,20 +45,10 @@ def teacher_errors(policy, ref) -> dict[str, float]:
 
 
 def student_errors(policy, ref) -> dict[str, float]:
-    """The fixture README's loop: encoder every 5th step, held latent and yaw, obs[:, 6:8] <- 1.5 yaw."""
-    policy.reset()
-    obs_all, depth_all = ref["obs"], ref["depth"]
-    acts, lats = [], []
-    latent = yaw = None
-    for t in range(obs_all.shape[1]):
-        obs = obs_all[:, t].copy()
-        if t % ENCODER_PERIOD_STEPS == 0:
-            latent, yaw = policy.encode_depth(depth_all[:, t], obs[:, :53])
-        obs[:, 6:8] = YAW_OBS_SCALE * yaw
-        acts.append(policy.act(obs, use_estimator=False, depth_latent=latent))
-        lats.append(latent)
-    return {"depth latent": float(np.abs(np.stack(lats, 1) - ref["student_depth_latent"]).max()),
-            "play actions": float(np.abs(np.stack(acts, 1) - ref["student_play_actions"]).max())}
+    """The fixture loop the CPU parity test runs (krabby.parkour.fixture_replay), play variant."""
+    got = replay_student(policy, ref, use_estimator=False)
+    return {"depth latent": float(np.abs(got["latent"] - ref["student_depth_latent"]).max()),
+            "play actions": float(np.abs(got["actions"] - ref["student_play_actions"]).max())}
 
 
 def timed(fn: Callable[[], object], iters: int) -> tuple[float, float]:
@@ -108,12 +97,13 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2000, help="timed calls per latency row")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    if not torch.cuda.is_available():
-        raise SystemExit("cuda_check: torch sees no CUDA device here")
+    if not torch.cuda.is_available():  # CI and most dev machines: nothing to measure, and that is not a failure
+        print(f"cuda_check: skipped, torch {torch.__version__} sees no CUDA device here (built with CUDA "
+              f"{torch.version.cuda or 'none'}); run it where a GPU is lent. CPU parity is tests/test_policy_fixtures.py.")
+        return
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}, {platform.machine()}, "
           f"defaults: cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}")
-    with np.load(a.fixtures / "reference.npz") as data:
-        ref = {k: data[k] for k in data.files}
+    ref = load_reference(a.fixtures)
     defaults = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     print(f"\n{'fixture':<26}{'device':<8}{'TF32':<9}{'output':<20}{'max |error| vs CPU reference':>30}")
     for source, check in (("teacher/model_0.pt", teacher_errors), ("exported_teacher", teacher_errors),

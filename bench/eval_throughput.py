@@ -23,7 +23,8 @@ import platform
 
 from krabby.parkour.evaluate.grid import NOMINAL, Grid
 from krabby.parkour.evaluate.runner import run_tasks
-from krabby.parkour.sim2sim import default_checkpoint
+from krabby.parkour.cli import UsageError
+from krabby.parkour.sim2sim import resolve_checkpoint
 
 
 def main() -> None:
@@ -33,7 +34,10 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="comma list of process counts")
     ap.add_argument("--backend", default="torch", help="inference runtime: torch or onnx")
     args = ap.parse_args()
-    checkpoint = str(default_checkpoint())
+    try:
+        checkpoint = str(resolve_checkpoint(None, flag="checkpoint"))  # this bench always runs the bundled policy
+    except UsageError as e:
+        ap.exit(2, f"{ap.prog}: {e}\n")
     grid = Grid(["flat"], seeds=list(range(args.episodes)), perturbations=[NOMINAL], duration_s=args.duration)
     tasks = grid.tasks(checkpoint, args.backend)
     print(f"{checkpoint} (teacher, {args.backend}), {args.episodes} episodes x {args.duration:g} s, flat, nominal, lock-step")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -29,20 +28,15 @@ from krabby.hal.safety import SafetyConfig, SafetyState
 from krabby.hal.deploy.curve import CurveServerKeys
 from krabby.hal.deploy.keys import add_to_allow_list, generate_keypair
 from krabby.hal.server import HalServer, HalServerConfig
+from loopback_ports import tcp_endpoints
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_config(profile, ctx, key_dir: Path | None, allow_dir: Path | None, watchdog_s: float, hold_s: float, trials: int):
     import threading
 
-    obs, cmd = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    obs, cmd = tcp_endpoints()
     sec = CurveServerKeys.from_dir(key_dir, "robot", allow_dir) if key_dir else None
     cfg = HalServerConfig(obs, cmd, security=sec, allow_insecure_tcp=sec is None,
                           safety=SafetyConfig(watchdog_s=watchdog_s, hold_s=hold_s, arm_on_start=True))

@@ -24,19 +24,7 @@ import zmq
 from krabby.hal.testing.fuzz_mutations import rss_bytes
 from krabby.hal.testing.fuzz_targets import CommandFuzzTarget, TelemetryFuzzTarget, run_for
 from krabby.hal.robot_profile import load_robot_profile
-
-
-def _endpoints(transport: str) -> tuple[str, str] | None:
-    if transport == "inproc":
-        return None
-    import socket
-
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}"
+from loopback_ports import tcp_endpoints
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name, share in (("command", 2 / 3), ("telemetry", 1 / 3)):
         rng = random.Random(f"{args.seed}-{name}")
-        target = CommandFuzzTarget(profile, ctx, endpoints=_endpoints(args.transport)) if name == "command" \
+        target = CommandFuzzTarget(profile, ctx, endpoints=None if args.transport == "inproc" else tcp_endpoints()) if name == "command" \
             else TelemetryFuzzTarget(profile, ctx)
         last = [time.monotonic()]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import socket
 import subprocess
 import sys
 import textwrap
@@ -34,6 +33,7 @@ from krabby.hal.robot_profile import load_robot_profile
 from krabby.hal.safety import SafetyConfig
 from krabby.hal.server import HalServer, HalServerConfig
 from krabby.hal.testing.fuzz_mutations import rss_bytes
+from loopback_ports import tcp_endpoints
 
 FLOODER = textwrap.dedent(
     """
@@ -49,18 +49,12 @@ FLOODER = textwrap.dedent(
 )
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Rig:
     """Server at 50 Hz (tick durations and periods recorded) plus a live policy-style client."""
 
     def __init__(self, ctx: zmq.Context):
         self.profile = load_robot_profile("go2")
-        self.obs, self.cmd = f"tcp://127.0.0.1:{_port()}", f"tcp://127.0.0.1:{_port()}"
+        self.obs, self.cmd = tcp_endpoints()
         cfg = HalServerConfig(self.obs, self.cmd, allow_insecure_tcp=True, safety=SafetyConfig(arm_on_start=True))
         self.server = HalServer(LoopbackTestDouble(self.profile), cfg, context=ctx).start()
         self.starts: list[float] = []

@@ -26,6 +26,7 @@ from krabby.hal.robot_profile import load_robot_profile
 from krabby.hal.safety import SafetyConfig
 from krabby.hal.server import HalServer, HalServerConfig
 from krabby.hal.types import SensorFrame
+from loopback_ports import tcp_endpoints
 
 CONTROL_PERIOD_S = 0.002  # faster than 50 Hz to keep the run short; one round trip in flight at a time
 
@@ -33,14 +34,7 @@ CONTROL_PERIOD_S = 0.002  # faster than 50 Hz to keep the run short; one round t
 def endpoints(transport: str, tag: str) -> tuple[str, str]:
     if transport == "inproc":
         return f"inproc://bench-obs-{tag}", f"inproc://bench-cmd-{tag}"
-    ports = []
-    for _ in range(2):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}"
+    return tcp_endpoints()
 
 
 def bench_hal(transport: str, n: int) -> np.ndarray:

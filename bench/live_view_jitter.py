@@ -17,18 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
 import tempfile
 import threading
 from pathlib import Path
 
 from krabby.parkour.sim2sim import main as sim2sim
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from loopback_ports import free_port
 
 
 def subscriber(port: int, stop: threading.Event, counts: dict) -> None:

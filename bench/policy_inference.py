@@ -32,9 +32,10 @@ from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.robot_profile import load_robot_profile
 from krabby.parkour import load_policy, networks, obs_layout
 from krabby.parkour.actions import ActionMapper
-from krabby.parkour.observation import ObservationBuilder, apply_predicted_yaw, proprio_for_depth_encoder
+from krabby.parkour.observation import ObservationBuilder
 from krabby.parkour.onnx_export import export_onnx
 from krabby.parkour.policy_formats import PolicyWeights, read_weights
+from krabby.parkour.policy_step import PolicyStep
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "parkour"
 
@@ -74,15 +75,10 @@ def random_checkpoint(kind: str) -> dict[str, object]:
 
 
 def bare_torch(weights: PolicyWeights) -> dict[str, torch.nn.Module]:
-    actor = networks.Actor()
-    actor.load_state_dict(weights.actor)
-    est = networks.DefaultEstimator()
-    est.load_state_dict(weights.estimator)
-    mods: dict[str, torch.nn.Module] = {"actor": networks.ActorStep(actor).eval(), "estimator": est.eval()}
-    if weights.depth_encoder is not None:
-        enc = networks.RecurrentDepthBackbone()
-        enc.load_state_dict(weights.depth_encoder)
-        mods["depth"] = networks.DepthEncoderStep(enc).eval()
+    nets = networks.load_networks(weights)
+    mods: dict[str, torch.nn.Module] = {"actor": networks.ActorStep(nets.actor).eval(), "estimator": nets.estimator}
+    if nets.depth_encoder is not None:
+        mods["depth"] = networks.DepthEncoderStep(nets.depth_encoder).eval()
     return mods
 
 
@@ -149,6 +145,7 @@ def cases_for(kind: str, backend: str, checkpoint: Path, onnx_dir: Path, n_actor
     frame = LoopbackTestDouble(profile).read()  # its first read carries state, scan, navigation and depth
     builder = ObservationBuilder(profile, kind=kind)
     mapper = ActionMapper.for_kind(profile, kind)
+    policy_step = PolicyStep(policy)  # the inference client's own policy step
 
     def build() -> np.ndarray:
         return builder.build(frame.state, frame.navigation, last_action_policy=mapper.last_raw_action,
@@ -156,7 +153,7 @@ def cases_for(kind: str, backend: str, checkpoint: Path, onnx_dir: Path, n_actor
 
     if kind == "teacher":
         def full_step() -> object:
-            return mapper.step(policy.act(build()[None], use_estimator=True)[0])
+            return mapper.step(policy_step.act(build()[None], use_estimator=True)[0])
 
         return [
             ("teacher act, no estimator", lambda: policy.act(obs, use_estimator=False), bare_actor, n_actor),
@@ -165,18 +162,15 @@ def cases_for(kind: str, backend: str, checkpoint: Path, onnx_dir: Path, n_actor
         ]
 
     build()  # the student's depth buffer holds a frame from here on
-    held = {"latent": latent, "yaw": np.zeros((1, 2), np.float32)}
+    policy_step.latent, policy_step.yaw_raw = latent, np.zeros((1, networks.YAW_DIM), np.float32)
 
     def full_step_held() -> object:
-        o = build()
-        apply_predicted_yaw(o, held["yaw"][0])
-        return mapper.step(policy.act(o[None], use_estimator=True, depth_latent=held["latent"])[0])
+        return mapper.step(policy_step.act(build()[None], use_estimator=True)[0])
 
     def full_step_encoder() -> object:
-        o = build()
-        held["latent"], held["yaw"] = policy.encode_depth(builder.depth_for_encoder[None], proprio_for_depth_encoder(o)[None])
-        apply_predicted_yaw(o, held["yaw"][0])
-        return mapper.step(policy.act(o[None], use_estimator=True, depth_latent=held["latent"])[0])
+        o = build()[None]
+        policy_step.encode(builder.depth_for_encoder[None], o)
+        return mapper.step(policy_step.act(o, use_estimator=True)[0])
 
     def step() -> object:
         held, _ = policy.encode_depth(depth, proprio)

@@ -59,6 +59,42 @@ def endpoints(transport: str) -> tuple[str, str]:
     return f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}"
 
 
+def loopback_server(profile, ctx: zmq.Context, obs: str, cmd: str, *, security=None, **safety):
+    """A started HalServer on the loopback test double, armed at start (``safety`` sets any other
+    ``SafetyConfig`` field, or overrides that); tcp without ``security`` is allowed, as on 127.0.0.1 only."""
+    from krabby.hal.backends.loopback_double import LoopbackTestDouble
+    from krabby.hal.safety import SafetyConfig
+    from krabby.hal.server import HalServer, HalServerConfig
+
+    cfg = HalServerConfig(obs, cmd, security=security, allow_insecure_tcp=security is None,
+                          safety=SafetyConfig(**{"arm_on_start": True, **safety}))
+    return HalServer(LoopbackTestDouble(profile), cfg, context=ctx).start()
+
+
+def raw_dealer(ctx: zmq.Context, endpoint: str, keys: tuple[Path, Path] | None = None) -> zmq.Socket:
+    """A bare DEALER on the command endpoint, as a hand-written peer would open it (no HalClient);
+    a CURVE client with the allowed ``policy`` key when ``keys`` (from ``make_curve_keys``) is given."""
+    from krabby.hal.deploy.keys import load_public_key, load_secret_key
+
+    d = ctx.socket(zmq.DEALER)
+    d.linger = 0
+    if keys is not None:
+        d.curve_publickey, d.curve_secretkey = load_secret_key(keys[0] / "policy.key_secret")
+        d.curve_serverkey = load_public_key(keys[0] / "robot.key")
+    d.connect(endpoint)
+    return d
+
+
+def raw_request(dealer: zmq.Socket, frames: list[bytes], timeout_ms: int = 1000):
+    """Send one request and wait for its reply: the decoded WELCOME message, else the ``Ack``."""
+    from krabby.hal.protocol import Ack, Kind, decode
+
+    dealer.send_multipart(frames)
+    assert dealer.poll(timeout_ms), "server did not answer"
+    msg = decode(dealer.recv_multipart())
+    return msg if msg.header.kind == Kind.WELCOME else Ack.unpack(msg.header.seq, msg.payload)
+
+
 @contextlib.contextmanager
 def ticking(server, duration_s: float = 60.0):
     """Run the server at its control rate (50 Hz for the Go2) in a thread, as a robot would."""

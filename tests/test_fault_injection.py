@@ -15,18 +15,17 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, endpoints, free_tcp_port, make_curve_keys, ticking
+from conftest import REPO, endpoints, free_tcp_port, loopback_server, make_curve_keys, raw_dealer, raw_request, ticking
 from krabby.hal import clock
 from krabby.hal import client as client_module
-from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig
 from krabby.hal.testing.faults import LinkPolicy, LossyZmtpProxy, kill_to_safe, spawn_client, wait_ready
 from krabby.hal.testing.fuzz_mutations import rss_bytes
-from krabby.hal.protocol import Ack, Kind, Reason, decode, encode, hello_payload
-from krabby.hal.safety import SafetyConfig, SafetyState
+from krabby.hal.protocol import Kind, Reason, decode, encode, hello_payload
+from krabby.hal.safety import SafetyState
 from krabby.hal.deploy.curve import CurveClientKeys, CurveServerKeys
 from krabby.hal.deploy.keys import load_public_key, load_secret_key
-from krabby.hal.server import HalError, HalServer, HalServerConfig
+from krabby.hal.server import HalError
 from krabby.hal.types import ActuatorMode, DepthFrame
 
 
@@ -45,32 +44,12 @@ def make_server(profile, ctx, *, keys=None, obs=None, cmd=None, **safety):
     if obs is None:
         obs, cmd = endpoints("tcp")
     sec = CurveServerKeys.from_dir(keys[0], "robot", keys[1]) if keys else None
-    cfg = HalServerConfig(obs, cmd, security=sec, allow_insecure_tcp=keys is None,
-                          safety=SafetyConfig(**{"arm_on_start": True, **safety}))
-    return HalServer(LoopbackTestDouble(profile), cfg, context=ctx).start()
+    return loopback_server(profile, ctx, obs, cmd, security=sec, **safety)
 
 
 def make_client(obs, cmd, ctx, keys=None, **kw):
     sec = CurveClientKeys.from_dir(keys[0], "policy", "robot") if keys else None
     return HalClient(HalClientConfig(obs, cmd, security=sec, **kw), context=ctx)
-
-
-def dealer(ctx, endpoint, keys=None):
-    """A raw DEALER; a CURVE client with the policy key when ``keys`` is given."""
-    d = ctx.socket(zmq.DEALER)
-    d.linger = 0
-    if keys is not None:
-        d.curve_publickey, d.curve_secretkey = load_secret_key(keys[0] / "policy.key_secret")
-        d.curve_serverkey = load_public_key(keys[0] / "robot.key")
-    d.connect(endpoint)
-    return d
-
-
-def request(d, frames, timeout_ms=1000):
-    d.send_multipart(frames)
-    assert d.poll(timeout_ms), "no reply"
-    msg = decode(d.recv_multipart())
-    return msg if msg.header.kind == Kind.WELCOME else Ack.unpack(msg.header.seq, msg.payload)
 
 
 def command(session, seq, targets, stamp_ns=None):
@@ -136,9 +115,9 @@ def test_server_restart_client_rehandshakes_and_never_uses_old_telemetry(profile
         accepted_stamps = []
         server.on_command = lambda ack, msg: ack.accepted and accepted_stamps.append(msg.header.stamp_ns)
         # the server refuses the old session by the header field, whatever the client does
-        d = dealer(zmq_context, cmd, keys)
-        assert request(d, encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw"))).header.kind == Kind.WELCOME
-        assert request(d, command(old_session, 2, profile.default_pos_rad)).reason == Reason.WRONG_SESSION
+        d = raw_dealer(zmq_context, cmd, keys)
+        assert raw_request(d, encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw"))).header.kind == Kind.WELCOME
+        assert raw_request(d, command(old_session, 2, profile.default_pos_rad)).reason == Reason.WRONG_SESSION
         d.close(0)
         # the client sees the new session in telemetry and refuses, locally, to command from the old sample
         deadline = time.monotonic() + 5
@@ -186,7 +165,7 @@ def test_lossy_link_stale_and_out_of_order_are_refused_and_nothing_wedges(profil
     client = None
     try:
         with LossyZmtpProxy(("127.0.0.1", port), seed=5, up=lossy, down=LinkPolicy(drop=0.1)) as proxy, ticking(server):
-            d = dealer(zmq_context, proxy.endpoint)
+            d = raw_dealer(zmq_context, proxy.endpoint)
             welcome = None
             for attempt in range(20):  # the HELLO itself may be dropped or delayed
                 d.send_multipart(encode(Kind.HELLO, session_id=0, seq=1, stamp_ns=clock.now_ns(), payload=hello_payload("raw")))
@@ -249,7 +228,7 @@ def test_reordering_curve_traffic_is_a_connection_error_not_an_accepted_command(
             deadline = time.monotonic() + 6.0
             seq = 1
             while time.monotonic() < deadline and proxy.stats["connections"] < 3:
-                d = dealer(zmq_context, proxy.endpoint, keys)
+                d = raw_dealer(zmq_context, proxy.endpoint, keys)
                 d.send_multipart(encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload=hello_payload("raw")))
                 for _ in range(30):
                     seq += 1

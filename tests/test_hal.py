@@ -14,21 +14,18 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, endpoints
+from conftest import REPO, endpoints, loopback_server, raw_dealer, raw_request
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
 from krabby.hal.protocol import HEADER_SIZE, MAGIC, PROTOCOL_VERSION, Ack, DType, Header, Kind, Reason, decode, encode, hello_payload
-from krabby.hal.safety import SafetyConfig, SafetyState
+from krabby.hal.safety import SafetyState
 from krabby.hal.server import HalError, HalServer, HalServerConfig
 from krabby.hal.types import ActuatorMode
 
 
 def make_server(profile, ctx, transport="inproc", **safety):
-    obs, cmd = endpoints(transport)
-    cfg = HalServerConfig(observation_bind=obs, command_bind=cmd, allow_insecure_tcp=True,
-                          safety=SafetyConfig(arm_on_start=True, **safety))
-    return HalServer(LoopbackTestDouble(profile), cfg, context=ctx).start()
+    return loopback_server(profile, ctx, *endpoints(transport), **safety)
 
 
 def make_client(server, ctx, **kw):
@@ -136,20 +133,6 @@ def test_latest_only_under_fast_publisher(profile, zmq_context):
         server.close()
 
 
-def raw_dealer(ctx, server):
-    d = ctx.socket(zmq.DEALER)
-    d.linger = 0
-    d.connect(server.config.command_bind)
-    return d
-
-
-def raw_request(dealer, frames, timeout_ms=1000):
-    dealer.send_multipart(frames)
-    assert dealer.poll(timeout_ms), "server did not answer"
-    msg = decode(dealer.recv_multipart())
-    return msg if msg.header.kind == Kind.WELCOME else Ack.unpack(msg.header.seq, msg.payload)
-
-
 def hello(seq=1, version=PROTOCOL_VERSION):
     frames = encode(Kind.HELLO, session_id=0, seq=seq, stamp_ns=clock.now_ns(), payload=hello_payload("raw"))
     if version != PROTOCOL_VERSION:
@@ -159,7 +142,7 @@ def hello(seq=1, version=PROTOCOL_VERSION):
 
 def test_handshake_and_version_mismatch(profile, zmq_context):
     server = make_server(profile, zmq_context)
-    d = raw_dealer(zmq_context, server)
+    d = raw_dealer(zmq_context, server.config.command_bind)
     try:
         ack = raw_request(d, hello(version=1))  # a v1 peer (no episode in its headers)
         assert isinstance(ack, Ack) and ack.reason == Reason.BAD_VERSION
@@ -212,7 +195,7 @@ def _command_frames(server, seq, targets, stamp_ns=None, session=None):
 def test_every_malformed_input_is_refused_and_server_keeps_serving(profile, zmq_context):
     server = make_server(profile, zmq_context)
     good_client = make_client(server, zmq_context)
-    d = raw_dealer(zmq_context, server)
+    d = raw_dealer(zmq_context, server.config.command_bind)
     try:
         raw_request(d, hello())
         ok = _command_frames(server, 1, profile.default_pos_rad)
@@ -268,7 +251,7 @@ def test_every_malformed_input_is_refused_and_server_keeps_serving(profile, zmq_
 
 def test_command_before_handshake_is_refused(profile, zmq_context):
     server = make_server(profile, zmq_context)
-    d = raw_dealer(zmq_context, server)
+    d = raw_dealer(zmq_context, server.config.command_bind)
     try:
         assert raw_request(d, _command_frames(server, 1, profile.default_pos_rad)).reason == Reason.NOT_HANDSHAKEN
     finally:
@@ -374,8 +357,7 @@ def test_server_restart_under_live_client(profile, zmq_context):
         old_session = server.session_id
         server.close()
         # close freed the ports at once: a new server binds the same addresses immediately
-        server = HalServer(LoopbackTestDouble(profile), HalServerConfig(obs, cmd, allow_insecure_tcp=True,
-                           safety=SafetyConfig(arm_on_start=True)), context=zmq_context).start()
+        server = loopback_server(profile, zmq_context, obs, cmd)
         assert server.session_id != old_session
         # a command built from pre-restart telemetry is never sent
         assert client.send_command(profile.default_pos_rad, old).reason in (Reason.WRONG_SESSION, Reason.TIMEOUT, Reason.NOT_HANDSHAKEN)
@@ -454,7 +436,7 @@ def test_every_telemetry_header_carries_the_backend_episode(profile, zmq_context
 
 
 def _handshaken_dealer(ctx, server):
-    d = raw_dealer(ctx, server)
+    d = raw_dealer(ctx, server.config.command_bind)
     assert raw_request(d, hello()).payload["session_id"] == server.session_id
     return d
 

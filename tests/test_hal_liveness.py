@@ -21,13 +21,12 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, endpoints, ticking
+from conftest import REPO, endpoints, loopback_server, ticking
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig
 from krabby.hal.command_channel import MAX_BACKLOG_PER_PEER
 from krabby.hal.protocol import Kind, StateLayout, decode, encode, hello_payload, pack_state
-from krabby.hal.safety import SafetyConfig
 from krabby.hal.server import HalServer, HalServerConfig
 from krabby.hal.testing.fuzz_mutations import rss_bytes
 from krabby.hal.types import RobotState
@@ -37,11 +36,6 @@ from krabby.hal.types import RobotState
 def quiet_logs(caplog):
     caplog.set_level(logging.ERROR, logger="krabby")  # refusals and transitions are expected here
     yield
-
-
-def make_server(profile, ctx, obs, cmd, **safety):
-    cfg = HalServerConfig(obs, cmd, allow_insecure_tcp=True, safety=SafetyConfig(**{"arm_on_start": True, **safety}))
-    return HalServer(LoopbackTestDouble(profile), cfg, context=ctx).start()
 
 
 class PolicyLoop:
@@ -90,7 +84,7 @@ def test_client_resumes_after_every_restart_without_being_told(profile, zmq_cont
     """A wait_new -> send_command loop (never calling connect() again) resumes after 3 restarts, each time
     only from the new server's telemetry; no command built before a restart reaches the new server."""
     obs, cmd = endpoints("tcp")
-    server = make_server(profile, zmq_context, obs, cmd)
+    server = loopback_server(profile, zmq_context, obs, cmd)
     client = HalClient(HalClientConfig(obs, cmd, ack_timeout_s=0.2), context=zmq_context)
     client.connect()
     try:
@@ -99,7 +93,7 @@ def test_client_resumes_after_every_restart_without_being_told(profile, zmq_cont
                 with ticking(server):
                     assert wait_until(lambda: server.session_id in loop.accepted_sessions, 5.0), (restart, loop.reasons, client.stats)
                 server.close()
-                server = make_server(profile, zmq_context, obs, cmd)
+                server = loopback_server(profile, zmq_context, obs, cmd)
                 t_restart = clock.now_ns()
                 stamps = []
                 server.on_command = lambda ack, msg: ack.accepted and stamps.append(msg.header.stamp_ns)
@@ -121,7 +115,7 @@ def test_inference_client_resumes_from_post_restart_telemetry_only(profile, zmq_
 
     ckpt = random_teacher_checkpoint(tmp_path / "model_0.pt")
     obs, cmd = endpoints("tcp")
-    server = make_server(profile, zmq_context, obs, cmd, watchdog_s=0.5, max_command_age_s=0.5)
+    server = loopback_server(profile, zmq_context, obs, cmd, watchdog_s=0.5, max_command_age_s=0.5)
     client = ParkourInferenceClient(HalClientConfig(obs, cmd, ack_timeout_s=0.2), ModelWeights(str(ckpt)), 50.0,
                                     transport_context=zmq_context)
     try:
@@ -133,7 +127,7 @@ def test_inference_client_resumes_from_post_restart_telemetry_only(profile, zmq_
             assert wait_until(lambda: client.counters.commands_accepted >= 10, 10.0), client.metrics()
         server.close()
         before = client.counters.commands_accepted
-        server = make_server(profile, zmq_context, obs, cmd, watchdog_s=0.5, max_command_age_s=0.5)
+        server = loopback_server(profile, zmq_context, obs, cmd, watchdog_s=0.5, max_command_age_s=0.5)
         t_restart = clock.now_ns()
         stamps = []
         server.on_command = lambda ack, msg: ack.accepted and stamps.append(msg.header.stamp_ns)
@@ -180,7 +174,7 @@ def test_subscription_flood_costs_bounded_memory_and_never_stalls_the_tick(profi
     the flooder, the server and the client share 2 CI cores with other jobs, and the scheduler alone can
     pause a thread for a second there (the same run on an idle machine has no trip)."""
     obs, cmd = endpoints("tcp")
-    server = make_server(profile, zmq_context, obs, cmd, watchdog_s=0.5, max_command_age_s=0.5)
+    server = loopback_server(profile, zmq_context, obs, cmd, watchdog_s=0.5, max_command_age_s=0.5)
     durations: list[float] = []
     tick = server.tick
 
@@ -218,7 +212,7 @@ def test_subscription_flood_costs_bounded_memory_and_never_stalls_the_tick(profi
 def test_only_telemetry_topic_subscriptions_are_served(profile, zmq_context):
     """A subscription to a telemetry topic prefix (or everything) is served; any other is refused and counted."""
     obs, cmd = endpoints("inproc")
-    server = make_server(profile, zmq_context, obs, cmd)
+    server = loopback_server(profile, zmq_context, obs, cmd)
     subs = {}
     try:
         for topic in (b"", b"st", b"state", b"statez", b"x"):
@@ -362,7 +356,7 @@ def test_handshake_churn_never_evicts_the_live_client(profile, zmq_context):
     """2 000 connections that HELLO and close, as fast as one process can: the live policy client is never
     forgotten (no NOT_HANDSHAKEN), the table stays bounded, and the churn is rate-limited."""
     obs, cmd = endpoints("tcp")
-    server = make_server(profile, zmq_context, obs, cmd)
+    server = loopback_server(profile, zmq_context, obs, cmd)
     client = HalClient(HalClientConfig(obs, cmd, ack_timeout_s=0.2), context=zmq_context)
     client.connect()
     try:
@@ -401,7 +395,7 @@ def test_pipelined_requests_each_get_exactly_one_reply(profile, zmq_context):
     sends until its own pipe is full can have over a thousand replies unread, and beyond the backlog the
     server drops (and counts) them by design."""
     obs, cmd = endpoints("tcp")
-    server = make_server(profile, zmq_context, obs, cmd, watchdog_s=3600.0, max_command_age_s=5.0)
+    server = loopback_server(profile, zmq_context, obs, cmd, watchdog_s=3600.0, max_command_age_s=5.0)
     d = zmq_context.socket(zmq.DEALER)
     d.linger = 0
     d.rcvhwm = 10  # a slow reader: replies pile up at the server
@@ -441,7 +435,7 @@ def test_replies_a_reader_has_not_read_yet_wait_for_it(profile, zmq_context):
     do not fit the pipe to it (inproc: 64 + its 10) wait at the server and all 200 arrive, in order. The old
     server dropped them silently (ROUTER at HWM)."""
     obs, cmd = endpoints("inproc")
-    server = make_server(profile, zmq_context, obs, cmd, watchdog_s=3600.0, max_command_age_s=5.0)
+    server = loopback_server(profile, zmq_context, obs, cmd, watchdog_s=3600.0, max_command_age_s=5.0)
     d = zmq_context.socket(zmq.DEALER)
     d.linger = 0
     d.rcvhwm = 10

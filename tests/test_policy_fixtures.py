@@ -21,11 +21,10 @@ if not (FIXTURES / "reference.npz").is_file():
 import torch  # noqa: E402
 
 from krabby.parkour import ParkourPolicy, load_policy  # noqa: E402
+from krabby.parkour.fixture_replay import load_reference, replay_student  # noqa: E402
 from krabby.parkour.onnx_export import export_onnx, main as export_main  # noqa: E402
 
 ATOL = 1e-5
-ENCODER_PERIOD_STEPS = 5
-YAW_OBS_SCALE = 1.5
 TEACHER_SOURCES = ["teacher/model_0.pt", "exported_teacher"]
 STUDENT_SOURCES = ["student/model_0.pt", "exported_deploy"]
 BACKENDS = ["torch", "onnx"]
@@ -33,8 +32,7 @@ BACKENDS = ["torch", "onnx"]
 
 @pytest.fixture(scope="module")
 def ref() -> dict[str, np.ndarray]:
-    with np.load(FIXTURES / "reference.npz") as data:
-        return {k: data[k] for k in data.files}
+    return load_reference(FIXTURES)
 
 
 _POLICIES: dict[tuple[str, str], ParkourPolicy] = {}
@@ -55,29 +53,6 @@ def assert_close(got: Any, want: np.ndarray, what: str) -> None:
     assert got.shape == want.shape, what
     err = float(np.abs(got - want).max())
     assert err <= ATOL, f"{what}: max |error| {err:.2e} > {ATOL}"
-
-
-def replay_student(policy: ParkourPolicy, ref: dict[str, np.ndarray], use_estimator: bool) -> dict[str, np.ndarray]:
-    """The fixture README's loop: encoder every 5th step on (depth, obs[:, :53]), held latent/yaw,
-    obs[:, 6:8] ← 1.5·yaw, then the actor (with the estimator for the deploy variant)."""
-    obs_all, depth_all = ref["obs"], ref["depth"]
-    n_envs, n_steps = obs_all.shape[:2]
-    out = {k: [] for k in ("actions", "latent", "yaw_raw", "obs_fed")}
-    latent = yaw_raw = None
-    for t in range(n_steps):
-        obs = obs_all[:, t].copy()
-        if t % ENCODER_PERIOD_STEPS == 0:
-            latent, yaw_raw = policy.encode_depth(depth_all[:, t], obs[:, :53])
-        obs[:, 6:8] = YAW_OBS_SCALE * yaw_raw
-        fed = obs.copy()
-        if use_estimator:
-            fed[:, 185:194] = policy.estimate(obs)
-        out["actions"].append(policy.act(obs, use_estimator=use_estimator, depth_latent=latent))
-        out["latent"].append(latent)
-        out["yaw_raw"].append(yaw_raw)
-        out["obs_fed"].append(fed)
-    assert latent is not None and latent.shape == (n_envs, 32)
-    return {k: np.stack(v, axis=1) for k, v in out.items()}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -123,6 +98,26 @@ def test_student_replay(source: str, backend: str, variant: str, ref: dict[str, 
     assert_close(got["yaw_raw"], ref["student_yaw_raw"], "yaw_raw")
     assert_close(got["obs_fed"], ref[f"student_{variant}_obs_fed_to_actor"], "obs fed to actor")
     assert_close(got["actions"], ref[f"student_{variant}_actions"], f"{variant} actions")
+
+
+def test_policy_step_runs_the_encoder_on_refresh_and_after_a_reset(ref: dict[str, np.ndarray]) -> None:
+    """Between refreshes the student acts on what it holds; after a reset nothing is held, so the very
+    next step encodes even off the schedule (a new episode may start at any global step). A teacher never does."""
+    from krabby.parkour import obs_layout as L
+    from krabby.parkour.policy_step import PolicyStep
+
+    step = PolicyStep(get_policy("student/model_0.pt", "torch"))
+    obs = ref["obs"][:, 0].copy()
+    assert step.wants_depth(refresh=False)  # nothing held yet
+    step.encode(ref["depth"][:, 0], obs)
+    first = step.act(obs, use_estimator=False)
+    assert not step.wants_depth(refresh=False) and step.wants_depth(refresh=True)
+    np.testing.assert_array_equal(obs[:, L.DELTA_YAWS], L.PREDICTED_YAW_SCALE * step.yaw_raw)  # the held yaw went into obs
+    step.reset()
+    assert step.latent is None and step.wants_depth(refresh=False)
+    step.encode(ref["depth"][:, 0], obs)
+    assert_close(step.act(obs, use_estimator=False), first, "same first step after a reset")
+    assert not PolicyStep(get_policy("teacher/model_0.pt", "torch")).wants_depth(refresh=True)
 
 
 def test_student_estimator_matches_teacher_estimator(ref: dict[str, np.ndarray]) -> None:

@@ -6,6 +6,7 @@ fixtures exist, by mutating the real upstream-format dicts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -78,6 +79,17 @@ def test_fresh_teacher_loads_and_runs(save: Callable[..., Path]) -> None:
     with torch.inference_mode():
         want = actor(torch.from_numpy(obs), True).numpy()
     np.testing.assert_allclose(policy.act(obs, use_estimator=False), want, atol=1e-6)
+
+
+def test_load_networks_loads_strictly_and_only_the_parts_the_policy_has(save: Callable[..., Path]) -> None:
+    """What the ONNX exporter builds from: a teacher has an estimator and no depth encoder; a key the
+    modules do not have is refused, not dropped."""
+    weights = policy_mod.read_weights(save(fresh_teacher_checkpoint()))
+    nets = networks.load_networks(weights)
+    assert nets.estimator is not None and nets.depth_encoder is None and not nets.actor.training
+    extra = dataclasses.replace(weights, actor={**weights.actor, "extra.weight": torch.zeros(1)})
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        networks.load_networks(extra)
 
 
 def test_not_a_path(tmp_path: Path) -> None:

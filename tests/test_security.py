@@ -14,7 +14,7 @@ import pytest
 import zmq
 import zmq.auth as zmq_auth
 
-from conftest import REPO, endpoints, make_curve_keys
+from conftest import REPO, endpoints, loopback_server, make_curve_keys
 from krabby.hal import clock
 from krabby.hal.backends.loopback_double import LoopbackTestDouble
 from krabby.hal.client import HalClient, HalClientConfig, HandshakeError
@@ -37,10 +37,8 @@ def keys(tmp_path):
 
 def secure_server(profile, ctx, keys, *, telemetry_encrypted=True, **safety):
     key_dir, allow_dir = keys
-    obs, cmd = endpoints("tcp")
     sec = CurveServerKeys.from_dir(key_dir, "robot", allow_dir, telemetry_encrypted=telemetry_encrypted)
-    cfg = HalServerConfig(obs, cmd, security=sec, safety=SafetyConfig(arm_on_start=True, **safety))
-    return HalServer(LoopbackTestDouble(profile), cfg, context=ctx).start()
+    return loopback_server(profile, ctx, *endpoints("tcp"), security=sec, **safety)
 
 
 def secure_client(server, ctx, keys, name="policy", server_name="robot", telemetry_encrypted=True, **kw):

@@ -178,3 +178,28 @@ def test_unknown_robot_names_the_known_profiles(capsys):
     assert main(["--robot", "go3", "--duration", "1", "--quiet"]) == 2
     line = one_line(capsys.readouterr().err)
     assert "robot profile" in line and "go3.toml' not found" in line and "known: go2 (" in line, line
+
+
+def test_no_checkpoint_and_no_bundled_policy_is_one_line_in_every_command(monkeypatch, tmp_path, capsys):
+    """A checkout without policies/ (config/ copied alone, nothing beside it): the three commands that
+    default to the bundled policy say so in the same words, each with its own program name and exit."""
+    import shutil
+    from pathlib import Path
+
+    from krabby.parkour.evaluate.cli import main as eval_main
+    from krabby.parkour.remote_client import main as client_main
+    from krabby.parkour.sim2sim import resolve_checkpoint
+
+    config = tmp_path / "checkout" / "config"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "config", config)
+    monkeypatch.setenv("KRABBY_CONFIG_DIR", str(config))
+    said = "no bundled policy found (policies/go2_demo_teacher)"
+
+    assert resolve_checkpoint("mine.pt") == "mine.pt"  # a given one is used as it is
+    assert eval_main(["--out", str(tmp_path / "eval")]) == 2
+    assert one_line(capsys.readouterr().err) == f"krabby-eval: no checkpoint given and {said}"
+    assert client_main(["--observation-endpoint", "ipc:///nowhere/o", "--command-endpoint", "ipc:///nowhere/c"]) == 2
+    assert one_line(capsys.readouterr().err) == f"krabby-parkour-client: no --checkpoint given and {said}"
+    with pytest.raises(SystemExit) as e:
+        main(["--duration", "1", "--quiet"])
+    assert e.value.code == f"{PROG}: no --checkpoint given and {said}"  # SystemExit(str): status 1

@@ -33,7 +33,8 @@ from krabby.hal.types import NavigationCommand
 
 from . import obs_layout as L
 from .actions import ActionMapper
-from .observation import ObservationBuilder, apply_predicted_yaw, proprio_for_depth_encoder
+from .observation import ObservationBuilder
+from .policy_step import PolicyStep
 
 log = logging.getLogger("krabby.parkour.inference")
 
@@ -150,8 +151,7 @@ class ParkourInferenceClient:
         self.last_targets_rad: np.ndarray | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._latent: Any = None
-        self._yaw_raw: Any = None
+        self._policy_step: PolicyStep | None = None  # the student's held depth latent and yaw
         self._episode: tuple[int, int] | None = None  # (server session, episode) of the last step
         self._use_estimator: bool | None = model_weights.use_estimator
         self.on_step_result: Callable[[Exception | None], None] | None = None  # called after every control step
@@ -183,6 +183,7 @@ class ParkourInferenceClient:
         if abs(welcome.profile.control_rate_hz - self.control_rate) > 1e-6:
             log.warning("HAL server publishes at %.1f Hz, inference client runs at %.1f Hz", welcome.profile.control_rate_hz, self.control_rate)
         self.builder = ObservationBuilder(welcome.profile, kind=self.policy.kind)
+        self._policy_step = PolicyStep(self.policy)
         self.mapper = ActionMapper.for_kind(welcome.profile, self.policy.kind)
         if self.options.record_path or self.options.live_view is not None:
             from .foxglove_log import FoxgloveSession, TelemetryChannels
@@ -269,7 +270,7 @@ class ParkourInferenceClient:
     def step(self, sample: Any) -> Any:
         """One control step from one STATE sample; returns the ACK (or None when nothing was sent)."""
         hal, builder, mapper, policy = self.hal, self.builder, self.mapper, self.policy
-        assert hal is not None and builder is not None and mapper is not None
+        assert hal is not None and builder is not None and mapper is not None and self._policy_step is not None
         age_s = sample.age_s
         if age_s > self.options.max_obs_age_s:
             self.counters.stale_skipped += 1
@@ -292,14 +293,7 @@ class ParkourInferenceClient:
         if self._use_estimator is None:
             self._use_estimator = estimator_choice(policy, bool(np.all(np.isfinite(state.base_lin_vel_body_m_s))))
             log.info("estimator: %s", "on" if self._use_estimator else "off (true base velocity from the backend)")
-        if policy.kind == "student":
-            if builder.is_refresh_step or self._latent is None:
-                self._latent, self._yaw_raw = policy.encode_depth(
-                    builder.depth_for_encoder[None], proprio_for_depth_encoder(obs)[None])
-            apply_predicted_yaw(obs, np.asarray(self._yaw_raw)[0])
-            action = policy.act(obs[None], use_estimator=self._use_estimator, depth_latent=self._latent)[0]
-        else:
-            action = policy.act(obs[None], use_estimator=self._use_estimator)[0]
+        action = self._policy_step.from_builder(builder, obs, use_estimator=self._use_estimator)
         targets = mapper.step(action)
         compute_ms = (time.perf_counter() - t0) * 1e3
         if sample.age_s > self.options.max_obs_age_s:  # got stale while we computed: do not send
@@ -367,11 +361,10 @@ class ParkourInferenceClient:
 
     def reset_episode(self) -> None:
         """New episode: zero history, action history and recurrent state, as a training reset does."""
-        assert self.builder is not None and self.mapper is not None
+        assert self.builder is not None and self.mapper is not None and self._policy_step is not None
         self.builder.reset()
         self.mapper.reset()
-        self.policy.reset()
-        self._latent = self._yaw_raw = None
+        self._policy_step.reset()
         self.counters.episodes += 1
         if self.recorder is not None:
             self.recorder.step({"reset": True}, clock.now_ns())

@@ -16,6 +16,9 @@ Importing this module imports torch; ``krabby.parkour`` itself does not.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -244,3 +247,29 @@ class DepthEncoderStep(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out, h_out = self.depth_encoder(depth, zero_yaw(proprio), h_in)
         return out[:, ENCODER_DEPTH_LATENT], out[:, ENCODER_YAW], h_out
+
+
+@dataclass
+class LoadedNetworks:
+    """One policy's modules with its weights in, eval mode; ``None`` where the policy has no such part."""
+
+    actor: Actor
+    estimator: DefaultEstimator | None
+    depth_encoder: RecurrentDepthBackbone | None
+
+
+def load_networks(weights: Any) -> LoadedNetworks:
+    """The modules for ``weights`` (a ``policy_formats.PolicyWeights``), loaded with ``strict=True`` as the
+    torch backend loads them; the ONNX exporter and bench/policy_inference.py build theirs here."""
+    actor = Actor()
+    actor.load_state_dict(weights.actor, strict=True)
+    estimator = depth_encoder = None
+    if weights.estimator is not None:
+        estimator = DefaultEstimator()
+        estimator.load_state_dict(weights.estimator, strict=True)
+        estimator.eval()
+    if weights.depth_encoder is not None:
+        depth_encoder = RecurrentDepthBackbone()
+        depth_encoder.load_state_dict(weights.depth_encoder, strict=True)
+        depth_encoder.eval()
+    return LoadedNetworks(actor.eval(), estimator, depth_encoder)

@@ -72,46 +72,40 @@ class _Graph:
 def _graphs(weights: PolicyWeights) -> list[_Graph]:
     """The modules to export, loaded strictly from ``weights``, with example inputs."""
     n = _EXAMPLE_BATCH
-    actor = networks.Actor()
-    actor.load_state_dict(weights.actor, strict=True)
-    actor.eval()
+    nets = networks.load_networks(weights)
     actor_inputs = {"obs": torch.zeros(n, obs_layout.OBS_DIM)}
     batch_dims = {"obs": 0, "actions": 0}
     if weights.kind == "student":
         actor_inputs["depth_latent"] = torch.zeros(n, networks.DEPTH_LATENT_DIM)
         batch_dims["depth_latent"] = 0
     graphs = [
-        _Graph("actor", "actor.onnx", networks.ActorStep(actor, True), actor_inputs, ["actions"], batch_dims),
+        _Graph("actor", "actor.onnx", networks.ActorStep(nets.actor, True), actor_inputs, ["actions"], batch_dims),
         _Graph(
             "actor_priv_encoder",
             "actor_priv_encoder.onnx",
-            networks.ActorStep(actor, False),
+            networks.ActorStep(nets.actor, False),
             actor_inputs,
             ["actions"],
             batch_dims,
         ),
     ]
-    if weights.estimator is not None:
-        est = networks.DefaultEstimator()
-        est.load_state_dict(weights.estimator, strict=True)
+    if nets.estimator is not None:
         graphs.append(
             _Graph(
                 "estimator",
                 "estimator.onnx",
-                networks.EstimatorStep(est).eval(),
+                networks.EstimatorStep(nets.estimator).eval(),
                 {"proprio": torch.zeros(n, obs_layout.NUM_PROPRIO)},
                 ["priv_explicit"],
                 {"proprio": 0, "priv_explicit": 0},
             )
         )
-    if weights.depth_encoder is not None:
-        enc = networks.RecurrentDepthBackbone()
-        enc.load_state_dict(weights.depth_encoder, strict=True)
+    if nets.depth_encoder is not None:
         graphs.append(
             _Graph(
                 "depth_encoder",
                 "depth_encoder.onnx",
-                networks.DepthEncoderStep(enc).eval(),
+                networks.DepthEncoderStep(nets.depth_encoder).eval(),
                 {
                     "depth": torch.zeros(n, obs_layout.DEPTH_HEIGHT_PX, obs_layout.DEPTH_WIDTH_PX),
                     "proprio": torch.zeros(n, obs_layout.NUM_PROPRIO),

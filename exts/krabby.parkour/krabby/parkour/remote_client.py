@@ -82,16 +82,13 @@ def client_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from .cli import UsageError
     from .episode import _ms, policy_backend_kind
     from .inference import InferenceOptions, ModelWeights, ParkourInferenceClient
     from .run_outputs import live_view_config
-    from .sim2sim import default_checkpoint
+    from .sim2sim import resolve_checkpoint
     from .status_line import StatusLine
 
-    checkpoint = args.checkpoint or default_checkpoint()
-    if checkpoint is None:
-        raise UsageError("no --checkpoint given and no bundled policy found (policies/go2_demo_teacher)")
+    checkpoint = resolve_checkpoint(args.checkpoint)
     hal_cfg = client_config(args)
     backend = policy_backend_kind(args, checkpoint)
     client = ParkourInferenceClient(

@@ -28,7 +28,8 @@ from krabby.hal.types import NavigationCommand
 
 from .actions import ActionMapper
 from .cli import USAGE_ERROR, OneLineParser
-from .observation import ObservationBuilder, apply_predicted_yaw, proprio_for_depth_encoder
+from .observation import ObservationBuilder
+from .policy_step import PolicyStep
 from .record import CH_RX, CH_STEP, open_log, unpack_frames
 
 
@@ -59,7 +60,7 @@ def replay(log_path: str | Path, checkpoint: str | None = None, backend: str | N
     mapper = ActionMapper.for_kind(profile, policy.kind)
     received: dict[tuple[str, int, int], Any] = {}
     recorded, replayed, targets = [], [], []
-    latent = yaw_raw = None
+    policy_step = PolicyStep(policy)  # the inference loop's own step: a replay runs what ran
     for m in messages:
         if m.channel == CH_RX:
             try:
@@ -82,8 +83,7 @@ def replay(log_path: str | Path, checkpoint: str | None = None, backend: str | N
         if step.get("reset"):
             builder.reset()
             mapper.reset()
-            policy.reset()
-            latent = yaw_raw = None
+            policy_step.reset()
             continue
         inputs = {k: received.get((k, s, q)) for k, (s, q) in step["inputs"].items()}
         state = inputs["STATE"]
@@ -92,13 +92,7 @@ def replay(log_path: str | Path, checkpoint: str | None = None, backend: str | N
         nav = inputs.get("NAVIGATION") or NavigationCommand(state.stamp_ns, 0.5, 0.0, 0.0)
         obs = builder.build(state, nav, last_action_policy=mapper.last_raw_action,
                             height_scan=inputs.get("HEIGHT_SCAN"), depth=inputs.get("DEPTH"))
-        if policy.kind == "student":
-            if builder.is_refresh_step or latent is None:
-                latent, yaw_raw = policy.encode_depth(builder.depth_for_encoder[None], proprio_for_depth_encoder(obs)[None])
-            apply_predicted_yaw(obs, np.asarray(yaw_raw)[0])
-            action = policy.act(obs[None], use_estimator=step["use_estimator"], depth_latent=latent)[0]
-        else:
-            action = policy.act(obs[None], use_estimator=step["use_estimator"])[0]
+        action = policy_step.from_builder(builder, obs, use_estimator=step["use_estimator"])
         targets.append(mapper.step(action))
         recorded.append(np.asarray(step["action"], dtype=np.float32))
         replayed.append(np.asarray(action, dtype=np.float32))

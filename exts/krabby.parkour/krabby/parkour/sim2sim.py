@@ -49,6 +49,7 @@ log = logging.getLogger("krabby.sim2sim")
 TERRAINS = ("flat", "hurdles", "steps", "gaps", "stones", "slopes", "parkour")
 TRAINED_SPEED = COMMAND_VX_TRAINED_M_S  # m/s
 PROG = "krabby-hal-server-mujoco"
+BUNDLED_POLICY = "policies/go2_demo_teacher"  # beside config/, in the checkout
 
 
 def default_checkpoint() -> Path | None:
@@ -56,12 +57,23 @@ def default_checkpoint() -> Path | None:
     from krabby.hal.robot_profile import config_dir
 
     repo = config_dir().parent
-    bundled = sorted((repo / "policies" / "go2_demo_teacher").glob("model_*.pt"),
+    bundled = sorted((repo / BUNDLED_POLICY).glob("model_*.pt"),
                      key=lambda p: int(p.stem.split("_")[-1]) if p.stem.split("_")[-1].isdigit() else -1)
     if bundled:
         return bundled[-1]
     fixture = repo.parent / "shared" / "fixtures" / "parkour" / "teacher" / "model_0.pt"
     return fixture if fixture.is_file() else None
+
+
+def resolve_checkpoint(given: str | Path | None, flag: str = "--checkpoint") -> str | Path:
+    """``given``, else ``default_checkpoint()``; else ``UsageError`` naming ``flag`` (how the caller's user
+    gives one), so every command says the same thing when there is neither."""
+    from .cli import UsageError
+
+    checkpoint = given or default_checkpoint()
+    if checkpoint is None:
+        raise UsageError(f"no {flag} given and no bundled policy found ({BUNDLED_POLICY})")
+    return checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +194,7 @@ class _ViewerAndVideo(EpisodeHooks):
 def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
     """One episode (``krabby.parkour.episode.run_episode``) with this command's outputs, viewer and video;
     ``outputs`` (``run_outputs.RunOutputs``) says where the summary, log, video and plots go."""
+    from .cli import UsageError
     from .run_outputs import RunOutputs
 
     outputs = outputs or RunOutputs(None, _path(args.summary), _path(args.record), _path(getattr(args, "video", None)), None)
@@ -191,9 +204,12 @@ def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
         raise ValueError("--server-only runs in real time with no policy of its own: --fast and --record need one")
     if args.server_only:
         outputs.record = None  # a run folder's log records a built-in policy; the outside client keeps its own
-    checkpoint = None if args.server_only else (args.checkpoint or default_checkpoint())
-    if checkpoint is None and not args.server_only:
-        raise SystemExit(f"{PROG}: no --checkpoint given and no bundled policy found (policies/go2_demo_teacher)")
+    checkpoint = None
+    if not args.server_only:
+        try:
+            checkpoint = resolve_checkpoint(args.checkpoint)
+        except UsageError as e:
+            raise SystemExit(f"{PROG}: {e}") from None  # as before: exit status 1, not main's 2
     hooks = _ViewerAndVideo(args, outputs)
     stop = StopOnCtrlC()  # from here on Ctrl-C ends the run after the current step; what ran is written
     try:

@@ -137,13 +137,14 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     targets = args.targets
     if not targets:
-        from ..sim2sim import default_checkpoint
+        from ..cli import USAGE_ERROR, UsageError
+        from ..sim2sim import resolve_checkpoint
 
-        ckpt = default_checkpoint()
-        if ckpt is None:
-            print("krabby-eval: no checkpoint given and no bundled policy found (policies/go2_demo_teacher)", file=sys.stderr)
-            return 2
-        targets = [str(ckpt)]
+        try:
+            targets = [str(resolve_checkpoint(None, flag="checkpoint"))]
+        except UsageError as e:
+            print(f"krabby-eval: {e}", file=sys.stderr)
+            return USAGE_ERROR
     backends = [b.strip() for b in (args.backend or "").split(",") if b.strip()]
     candidates: list[tuple[str, Optional[str]]] = []  # (path, backend or None for a finished results folder)
     for t in targets:
