@@ -21,7 +21,6 @@ from krabby.parkour.observation import (
     euler_xyz_from_quat_wxyz,
     heading_errors_rad,
     proprio_for_depth_encoder,
-    wrap_to_pi,
 )
 
 PROFILE = load_robot_profile("go2")
@@ -135,20 +134,6 @@ def test_roll_pitch_from_quaternion(roll, pitch, yaw):
     assert obs[4] == pytest.approx(pitch, abs=1e-6)
     r, p, y = euler_xyz_from_quat_wxyz(-quat_from_rpy(roll, pitch, yaw))  # sign of q is irrelevant
     assert (r, p, y) == pytest.approx((roll, pitch, yaw), abs=1e-9)
-
-
-def test_euler_edge_cases_follow_isaac_lab():
-    # roll exactly pi: atan2(0, -1) = pi, pi mod 2pi = pi, wrap_to_pi(pi) = +pi
-    assert euler_xyz_from_quat_wxyz(np.array([0.0, 1.0, 0.0, 0.0]))[0] == pytest.approx(math.pi)
-    # pitch saturates at +-pi/2 when |2(wy - zx)| >= 1
-    s = math.sqrt(0.5)
-    assert euler_xyz_from_quat_wxyz(np.array([s, 0.0, s, 0.0]))[1] == pytest.approx(math.pi / 2)
-    assert euler_xyz_from_quat_wxyz(np.array([s, 0.0, -s, 0.0]))[1] == pytest.approx(-math.pi / 2)
-    assert wrap_to_pi(math.pi) == math.pi and wrap_to_pi(-math.pi) == -math.pi
-    assert wrap_to_pi(3 * math.pi / 2) == pytest.approx(-math.pi / 2)
-    # a scaled quaternion gives the same angles (normalised)
-    q = quat_from_rpy(0.1, 0.2, 0.3)
-    assert euler_xyz_from_quat_wxyz(3 * q) == pytest.approx(euler_xyz_from_quat_wxyz(q))
 
 
 def test_heading_errors_not_rewrapped():

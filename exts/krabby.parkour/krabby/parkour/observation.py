@@ -80,7 +80,9 @@ from typing import Literal, Optional, Union
 import numpy as np
 
 from krabby.hal.robot_profile import RobotProfile
-from krabby.hal.types import DepthFrame, HeightScan, NavigationCommand, RobotState, vector_norm
+from krabby.hal.rotations import euler_xyz_from_quat_wxyz, wrap_to_pi  # noqa: F401 - part of this module's API
+from krabby.hal.rotations import roll_pitch_of_unit_quat, unit_quat_wxyz, yaw_from_quat_wxyz
+from krabby.hal.types import DepthFrame, HeightScan, NavigationCommand, RobotState
 from krabby.parkour import obs_layout as L
 
 log = logging.getLogger(__name__)
@@ -92,42 +94,7 @@ _F32 = np.float32
 _SUM = np.add.reduce  # ndarray.sum without its Python wrapper (this runs every control step)
 
 
-# ------------------------------------------------------------------------------- angle helpers
-def wrap_to_pi(angle_rad: float) -> float:
-    """Isaac Lab ``wrap_to_pi``: map to (-pi, pi]; +pi stays +pi (only positive multiples of pi do)."""
-    wrapped = (angle_rad + math.pi) % (2.0 * math.pi)
-    if wrapped == 0.0 and angle_rad > 0.0:
-        return math.pi
-    return wrapped - math.pi
-
-
-def euler_xyz_from_quat_wxyz(quat_wxyz: np.ndarray) -> tuple[float, float, float]:
-    """(roll, pitch, yaw) rad exactly as training: Isaac Lab ``euler_xyz_from_quat`` (angles mod 2pi),
-    then ``wrap_to_pi``. The quaternion (w, x, y, z, world-from-base) is normalised first."""
-    w, x, y, z = _unit_quat(quat_wxyz)
-    roll, pitch = _roll_pitch(w, x, y, z)
-    yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-    return roll, pitch, wrap_to_pi(yaw % (2.0 * math.pi))
-
-
-def _unit_quat(quat_wxyz: np.ndarray) -> tuple[float, float, float, float]:
-    q = np.asarray(quat_wxyz, dtype=np.float64)
-    n = vector_norm(q) if q.shape == (4,) else math.nan
-    if not math.isfinite(n) or n < 1e-6:
-        raise ValueError(f"base_quat_wxyz must be a finite non-zero (4,) quaternion, got {quat_wxyz!r}")
-    w, x, y, z = q.tolist()
-    return w / n, x / n, y / n, z / n
-
-
-def _roll_pitch(w: float, x: float, y: float, z: float) -> tuple[float, float]:
-    """Roll and pitch of a unit quaternion, Isaac Lab's formulas, mod 2pi then wrapped."""
-    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    sin_pitch = 2.0 * (w * y - z * x)
-    pitch = math.copysign(math.pi / 2.0, sin_pitch) if abs(sin_pitch) >= 1.0 else math.asin(sin_pitch)
-    two_pi = 2.0 * math.pi
-    return wrap_to_pi(roll % two_pi), wrap_to_pi(pitch % two_pi)
-
-
+# ------------------------------------------------------------------------------- headings
 def heading_errors_rad(
     base_quat_wxyz: np.ndarray, target_yaw_rad: float, next_target_yaw_rad: float
 ) -> tuple[float, float]:
@@ -136,7 +103,7 @@ def heading_errors_rad(
     For backends that fill ``NavigationCommand`` from goal waypoints (target yaw = atan2 of the
     robot-to-goal vector, spec §1.1).
     """
-    yaw = euler_xyz_from_quat_wxyz(base_quat_wxyz)[2]
+    yaw = yaw_from_quat_wxyz(base_quat_wxyz)
     return target_yaw_rad - yaw, next_target_yaw_rad - yaw
 
 
@@ -273,10 +240,10 @@ class ObservationBuilder:
         # telemetry part of the source vector is scratch, rewritten by every build.
         self._telemetry(state, last_action_policy)
         w, x, y, z = self._src_quat.tolist()
-        n = math.sqrt(self._src_quat.dot(self._src_quat))  # = _unit_quat's norm
+        n = math.sqrt(self._src_quat.dot(self._src_quat))  # = unit_quat_wxyz's norm
         if not 1e-6 <= n < math.inf:
-            _unit_quat(self._src_quat)  # raises with the message
-        roll, pitch = _roll_pitch(w / n, x / n, y / n, z / n)
+            unit_quat_wxyz(self._src_quat)  # raises with the message
+        roll, pitch = roll_pitch_of_unit_quat(w / n, x / n, y / n, z / n)
         speed = float(navigation.forward_speed_m_s)
         if not math.isfinite(speed):
             raise ValueError(f"NavigationCommand.forward_speed_m_s must be finite, got {speed}")

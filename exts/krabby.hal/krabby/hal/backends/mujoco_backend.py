@@ -50,9 +50,9 @@ import numpy as np
 from ..backend import HalBackend
 from ..clock import now_ns
 from ..robot_profile import RobotProfile, load_robot_profile
+from ..rotations import euler_xyz_from_quat_wxyz
 from ..sim.go2_model import clamp_joint_velocity, write_mjcf
 from ..sim.perturbation import SimPerturbation, apply_to_model
-from ..sim.sensors import roll_pitch_yaw_from_quat_wxyz
 from ..types import ActuatorCommand, ActuatorMode, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame, all_finite, vector_norm
 
 
@@ -424,7 +424,7 @@ class MujocoBackend(HalBackend):
 
     @property
     def roll_pitch_yaw_rad(self) -> tuple[float, float, float]:
-        return roll_pitch_yaw_from_quat_wxyz(self.data.qpos[self._base_q + 3 : self._base_q + 7])
+        return euler_xyz_from_quat_wxyz(self.data.qpos[self._base_q + 3 : self._base_q + 7])
 
     @property
     def progress_m(self) -> float:

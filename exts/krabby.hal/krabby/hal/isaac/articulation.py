@@ -24,6 +24,7 @@ import numpy as np
 from .. import clock
 from ..backend import HalBackend
 from ..robot_profile import CameraSpec, HeightScanSpec, RobotProfile
+from ..rotations import yaw_from_quat_wxyz
 from ..types import ActuatorCommand, DepthFrame, HeightScan, NavigationCommand, RobotState, SensorFrame
 from .stepper import JointNameMap, pd_efforts
 
@@ -43,12 +44,6 @@ def quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
         [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
         [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
     ])
-
-
-def yaw_from_quat_wxyz(q: np.ndarray) -> float:
-    """Yaw in (-pi, pi], as Isaac Lab's euler_xyz_from_quat followed by wrap_to_pi."""
-    w, x, y, z = (float(v) for v in q)
-    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
 def world_to_body(q_wxyz: np.ndarray, v_world: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..robot_profile import CameraSpec, HeightScanSpec
+from ..rotations import wrap_to_pi
 from ..types import vector_norm
 from .terrain import TERRAIN_GEOM_GROUP
 
@@ -30,28 +31,6 @@ def _terrain_only_geomgroup() -> np.ndarray:
     g = np.zeros(6, dtype=np.uint8)
     g[TERRAIN_GEOM_GROUP] = 1
     return g
-
-
-def yaw_from_quat_wxyz(q: np.ndarray) -> float:
-    """Yaw as Isaac Lab's euler_xyz_from_quat computes it, in (-pi, pi]."""
-    w, x, y, z = np.asarray(q, dtype=np.float64).tolist()
-    return wrap_to_pi(math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)))
-
-
-def roll_pitch_yaw_from_quat_wxyz(q: np.ndarray) -> tuple[float, float, float]:
-    """Isaac Lab euler_xyz_from_quat (spec §1.1) followed by wrap_to_pi on every angle."""
-    w, x, y, z = np.asarray(q, dtype=np.float64).tolist()
-    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    s = 2.0 * (w * y - z * x)
-    pitch = math.copysign(math.pi / 2.0, s) if abs(s) >= 1.0 else math.asin(s)
-    yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-    return wrap_to_pi(roll), wrap_to_pi(pitch), wrap_to_pi(yaw)
-
-
-def wrap_to_pi(angle: float) -> float:
-    """Isaac Lab wrap_to_pi: into (-pi, pi]."""
-    a = (angle + math.pi) % (2.0 * math.pi) - math.pi
-    return math.pi if a == -math.pi and angle > 0 else a
 
 
 class HeightScanner:
