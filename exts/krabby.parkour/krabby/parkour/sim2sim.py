@@ -194,7 +194,6 @@ class _ViewerAndVideo(EpisodeHooks):
 def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
     """One episode (``krabby.parkour.episode.run_episode``) with this command's outputs, viewer and video;
     ``outputs`` (``run_outputs.RunOutputs``) says where the summary, log, video and plots go."""
-    from .cli import UsageError
     from .run_outputs import RunOutputs
 
     outputs = outputs or RunOutputs(None, _path(args.summary), _path(args.record), _path(getattr(args, "video", None)), None)
@@ -204,12 +203,7 @@ def run(args: argparse.Namespace, outputs: Any = None) -> dict[str, Any]:
         raise ValueError("--server-only runs in real time with no policy of its own: --fast and --record need one")
     if args.server_only:
         outputs.record = None  # a run folder's log records a built-in policy; the outside client keeps its own
-    checkpoint = None
-    if not args.server_only:
-        try:
-            checkpoint = resolve_checkpoint(args.checkpoint)
-        except UsageError as e:
-            raise SystemExit(f"{PROG}: {e}") from None  # as before: exit status 1, not main's 2
+    checkpoint = None if args.server_only else resolve_checkpoint(args.checkpoint)  # UsageError: main's status 2
     hooks = _ViewerAndVideo(args, outputs)
     stop = StopOnCtrlC()  # from here on Ctrl-C ends the run after the current step; what ran is written
     try:
