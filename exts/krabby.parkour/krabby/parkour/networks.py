@@ -259,8 +259,8 @@ class LoadedNetworks:
 
 
 def load_networks(weights: Any) -> LoadedNetworks:
-    """The modules for ``weights`` (a ``policy_formats.PolicyWeights``), loaded with ``strict=True`` as the
-    torch backend loads them; the ONNX exporter and bench/policy_inference.py build theirs here."""
+    """The modules for ``weights`` (a ``policy_formats.PolicyWeights``), loaded with ``strict=True``, in eval
+    mode: the torch backend, the ONNX exporter and bench/policy_inference.py build theirs here."""
     actor = Actor()
     actor.load_state_dict(weights.actor, strict=True)
     estimator = depth_encoder = None

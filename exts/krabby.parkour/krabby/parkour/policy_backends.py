@@ -36,20 +36,14 @@ class TorchBackend:
         except (RuntimeError, AssertionError) as exc:
             raise PolicyLoadError(f"device {device!r} is not usable by torch ({first_line(exc)})") from None
         self._on_cpu = self.device.type == "cpu"  # the per-call paths skip device moves there
-        actor = networks.Actor()
-        actor.load_state_dict(weights.actor, strict=True)
-        self.actor_hist = networks.ActorStep(actor, hist_encoding=True).to(self.device).eval()
-        self.actor_priv = networks.ActorStep(actor, hist_encoding=False).to(self.device).eval()
-        self.estimator: Any = None
-        if weights.estimator is not None:
-            est = networks.DefaultEstimator()
-            est.load_state_dict(weights.estimator, strict=True)
-            self.estimator = est.to(self.device).eval()  # called directly: EstimatorStep is the ONNX export's wrapper
+        nets = networks.load_networks(weights)
+        self.actor_hist = networks.ActorStep(nets.actor, hist_encoding=True).to(self.device).eval()
+        self.actor_priv = networks.ActorStep(nets.actor, hist_encoding=False).to(self.device).eval()
+        # the estimator is called directly: EstimatorStep is the ONNX export's wrapper
+        self.estimator: Any = None if nets.estimator is None else nets.estimator.to(self.device)
         self.depth: Any = None
-        if weights.depth_encoder is not None:
-            enc = networks.RecurrentDepthBackbone()
-            enc.load_state_dict(weights.depth_encoder, strict=True)
-            self.depth = networks.DepthEncoderStep(enc).to(self.device).eval()
+        if nets.depth_encoder is not None:
+            self.depth = networks.DepthEncoderStep(nets.depth_encoder).to(self.device).eval()
         self._substitute = networks.substitute_priv_explicit
 
     def to_native(self, x: Any) -> Any:
