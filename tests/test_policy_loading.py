@@ -106,6 +106,32 @@ def test_random_bytes(tmp_path: Path) -> None:
     assert "not a torch checkpoint" in refusal(path)
 
 
+class _OpensAFileWhenUnpickled:
+    """What a hostile checkpoint can hold: pickle calls open(marker, "w") while loading it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unless_trusted(
+    save: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upstream checkpoints are tensors and numbers (spec §5), so torch's weights-only loader reads them
+    (the fixtures and the bundled policy load that way); a pickle that calls code is refused, and the
+    code does not run, unless the user says they trust the file."""
+    marker = tmp_path / "ran"
+    path = save({**fresh_teacher_checkpoint(), "infos": _OpensAFileWhenUnpickled(marker)})
+    message = refusal(path)
+    assert "(io.open)" in message and f"{policy_mod.TRUST_CHECKPOINTS_ENV}=1" in message
+    assert not marker.exists()
+    monkeypatch.setenv(policy_mod.TRUST_CHECKPOINTS_ENV, "1")
+    assert load_policy(path).kind == "teacher"
+    assert marker.exists()  # full pickle: the file's code ran, which is why it needs the user's word
+
+
 def test_plain_tensor(save: Callable[..., Path]) -> None:
     message = refusal(save(torch.zeros(3, 4)))
     assert "not a training checkpoint" in message and "Tensor" in message

@@ -10,6 +10,8 @@ shape is checked against the networks' (strict), and anything else is refused wi
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import warnings
 import zipfile
@@ -145,13 +147,31 @@ def read_weights(path: str | Path) -> PolicyWeights:
     return weights
 
 
+TRUST_CHECKPOINTS_ENV = "KRABBY_TRUST_CHECKPOINTS"
+"""Set to 1 to load checkpoints with full pickle (``weights_only=False``), which runs code from the file."""
+
+
 def _read_checkpoint(path: Path) -> PolicyWeights:
+    import pickle
+
     import torch
 
+    # Upstream writes a plain dict of tensors, numbers and None (spec §5), which torch's weights-only
+    # unpickler reads; anything else in a pickle can run code on load, so it needs the user's word.
+    trusted = os.environ.get(TRUST_CHECKPOINTS_ENV) == "1"
     try:
-        # Upstream writes a plain pickled dict (spec §5) and reads it with weights_only=False; like any
-        # torch checkpoint, only load files you trust.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        refused = re.search(r"GLOBAL ([\w.]+)", text)
+        if refused and not trusted:
+            raise PolicyLoadError(
+                f"{path}: holds a Python object beyond tensors and numbers ({refused.group(1)}), which torch's "
+                f"safe loader refuses: unpickling it runs code from the file. If you trust where the file came "
+                f"from, set {TRUST_CHECKPOINTS_ENV}=1 and run again"
+            ) from None
+        detail = text.partition("WeightsUnpickler error:")[2].strip() or text  # the safe loader's reason
+        raise PolicyLoadError(f"{path}: not a torch checkpoint ({detail.splitlines()[0]})") from None
     except Exception as exc:  # torch raises many types for non-checkpoints
         raise PolicyLoadError(f"{path}: not a torch checkpoint ({first_line(exc)})") from None
     if not isinstance(ckpt, dict):
