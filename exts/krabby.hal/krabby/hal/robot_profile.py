@@ -117,6 +117,22 @@ class HeightScanSpec:
 
 
 @dataclass(frozen=True)
+class Rates:
+    """A physics rate and the control rate it is decimated to (physics steps per control step)."""
+
+    physics_rate_hz: float
+    control_rate_hz: float
+
+    @property
+    def decimation(self) -> int:
+        return int(round(self.physics_rate_hz / self.control_rate_hz))
+
+    @property
+    def physics_dt_s(self) -> float:
+        return 1.0 / self.physics_rate_hz
+
+
+@dataclass(frozen=True)
 class RobotProfile:
     """Every fact about one robot. Joint arrays are in robot order unless the name says policy."""
 
@@ -171,12 +187,17 @@ class RobotProfile:
         return np.array([self.foot_names.index(n) for n in self.policy_foot_names], dtype=np.int64)
 
     @property
+    def rates(self) -> "Rates":
+        """The trained physics and control rates (a simulator may run others: ``isaac.stepper.effective_rates``)."""
+        return Rates(self.physics_rate_hz, self.control_rate_hz)
+
+    @property
     def decimation(self) -> int:
-        return int(round(self.physics_rate_hz / self.control_rate_hz))
+        return self.rates.decimation
 
     @property
     def physics_dt_s(self) -> float:
-        return 1.0 / self.physics_rate_hz
+        return self.rates.physics_dt_s
 
     @property
     def control_dt_s(self) -> float:

@@ -40,7 +40,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from .. import clock
-from ..robot_profile import RobotProfile
+from ..robot_profile import Rates, RobotProfile
 from ..safety import SafetyState
 from ..types import ActuatorCommand, SensorFrame
 
@@ -95,20 +95,6 @@ def pd_efforts(
     qd = joint_map.to_robot(vel_dof_rad_s)
     tau = np.zeros(profile.num_joints) if command is None else command.torque_nm(profile, q, qd)
     return joint_map.to_dof(tau), tau
-
-
-@dataclass(frozen=True)
-class Rates:
-    physics_rate_hz: float
-    control_rate_hz: float
-
-    @property
-    def decimation(self) -> int:
-        return int(round(self.physics_rate_hz / self.control_rate_hz))
-
-    @property
-    def physics_dt_s(self) -> float:
-        return 1.0 / self.physics_rate_hz
 
 
 def effective_rates(profile: RobotProfile, physics_rate_hz: float = 0.0, control_rate_hz: float = 0.0) -> tuple[Rates, list[str]]:
