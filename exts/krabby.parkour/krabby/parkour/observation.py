@@ -239,11 +239,7 @@ class ObservationBuilder:
         # Validate everything before touching any kept state, so a refused build changes nothing. The
         # telemetry part of the source vector is scratch, rewritten by every build.
         self._telemetry(state, last_action_policy)
-        w, x, y, z = self._src_quat.tolist()
-        n = math.sqrt(self._src_quat.dot(self._src_quat))  # = unit_quat_wxyz's norm
-        if not 1e-6 <= n < math.inf:
-            unit_quat_wxyz(self._src_quat)  # raises with the message
-        roll, pitch = roll_pitch_of_unit_quat(w / n, x / n, y / n, z / n)
+        roll, pitch = roll_pitch_of_unit_quat(*unit_quat_wxyz(self._src_quat))
         speed = float(navigation.forward_speed_m_s)
         if not math.isfinite(speed):
             raise ValueError(f"NavigationCommand.forward_speed_m_s must be finite, got {speed}")
